@@ -1,0 +1,83 @@
+//! Exchange and queue names, each carrying the configured prefix so that tests (and several
+//! deployments on one broker) stay apart.
+
+/// A worker's queue: its base name and the routing-key patterns it binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerQueue {
+    /// Name without prefix, e.g. `normalizer`.
+    pub name: &'static str,
+    /// Topic patterns bound to the events exchange.
+    pub bindings: &'static [&'static str],
+}
+
+/// The normalizer: SCIM users become team members.
+pub const NORMALIZER: WorkerQueue = WorkerQueue { name: "normalizer", bindings: &["scim.user.*"] };
+/// The hierarchy worker: member changes become manager links.
+pub const HIERARCHY: WorkerQueue = WorkerQueue {
+    name: "hierarchy",
+    bindings: &["member.imported", "member.updated", "member.deactivated", "member.reactivated", "member.skipped"],
+};
+/// The assignments worker: groups and members become seats, workspaces, data capture.
+pub const ASSIGNMENTS: WorkerQueue = WorkerQueue {
+    name: "assignments",
+    bindings: &["scim.group.*", "member.imported", "member.deactivated", "member.reactivated", "member.placed"],
+};
+/// The notifier: placed members become e-mails to their managers.
+pub const NOTIFIER: WorkerQueue =
+    WorkerQueue { name: "notifier", bindings: &["member.placed", "member.assignment_applied"] };
+
+/// Every worker queue of the system, declared by `musterctl up` and by the relay so that no
+/// event published before a worker first starts is unroutable.
+pub const WORKER_QUEUES: [WorkerQueue; 4] = [NORMALIZER, HIERARCHY, ASSIGNMENTS, NOTIFIER];
+
+/// Names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names under `prefix` (may be empty; a non-empty prefix should end with a separator,
+    /// e.g. `test-1234.`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Names { prefix: prefix.into() }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The topic exchange every event is published to.
+    pub fn events_exchange(&self) -> String {
+        format!("{}muster.events", self.prefix)
+    }
+
+    /// The exchange dead-lettered messages go through.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}muster.dlx", self.prefix)
+    }
+
+    /// A worker's queue.
+    pub fn queue(&self, worker: &WorkerQueue) -> String {
+        format!("{}muster.{}", self.prefix, worker.name)
+    }
+
+    /// A worker queue's dead-letter queue.
+    pub fn dead_letter_queue(&self, worker: &WorkerQueue) -> String {
+        format!("{}.dlq", self.queue(worker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix() {
+        let names = Names::new("t1.");
+        assert_eq!(names.events_exchange(), "t1.muster.events");
+        assert_eq!(names.queue(&NORMALIZER), "t1.muster.normalizer");
+        assert_eq!(names.dead_letter_queue(&NORMALIZER), "t1.muster.normalizer.dlq");
+    }
+}

@@ -1,0 +1,94 @@
+//! RabbitMQ: connecting, and declaring the system's topology idempotently.
+//!
+//! One topic exchange carries every event; each worker has a durable quorum queue with a
+//! delivery limit that dead-letters, through a direct exchange, to its own `<queue>.dlq`.
+//! Everything here works on RabbitMQ 3.10 without plugins.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use muster_contracts::{Names, WorkerQueue};
+use muster_contracts::topology::WORKER_QUEUES;
+use secrecy::ExposeSecret;
+
+use crate::config::AmqpSettings;
+
+/// Deliveries of one message before the broker dead-letters it (quorum queue
+/// `x-delivery-limit`): a poison message cannot loop forever.
+pub const DELIVERY_LIMIT: i64 = 10;
+
+/// Opens a connection.
+pub async fn connect(settings: &AmqpSettings) -> lapin::Result<Connection> {
+    Connection::connect(settings.url.expose_secret(), ConnectionProperties::default()).await
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// Declares the events exchange, the dead-letter exchange, and every worker's queue and DLQ.
+/// Safe to run any number of times, from any service.
+pub async fn declare_topology(channel: &Channel, names: &Names) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel
+        .exchange_declare(names.events_exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
+        .await?;
+    channel
+        .exchange_declare(names.dead_letter_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .await?;
+    for worker in WORKER_QUEUES {
+        declare_worker_queue(channel, names, &worker).await?;
+    }
+    Ok(())
+}
+
+/// Declares one worker's quorum queue, its bindings and its dead-letter queue.
+pub async fn declare_worker_queue(channel: &Channel, names: &Names, worker: &WorkerQueue) -> lapin::Result<()> {
+    let queue = names.queue(worker);
+    let dlq = names.dead_letter_queue(worker);
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+
+    let mut dlq_args = FieldTable::default();
+    dlq_args.insert(ShortString::from("x-queue-type"), long_string("quorum"));
+    channel.queue_declare(dlq.as_str().into(), durable, dlq_args).await?;
+    channel
+        .queue_bind(dlq.as_str().into(), names.dead_letter_exchange().into(), dlq.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+
+    // Quorum queues: replicated, and they count deliveries, which classic queues cannot.
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-queue-type"), long_string("quorum"));
+    args.insert(ShortString::from("x-delivery-limit"), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    args.insert(ShortString::from("x-dead-letter-exchange"), long_string(&names.dead_letter_exchange()));
+    args.insert(ShortString::from("x-dead-letter-routing-key"), long_string(&dlq));
+    channel.queue_declare(queue.as_str().into(), durable, args).await?;
+    for pattern in worker.bindings {
+        channel
+            .queue_bind(queue.as_str().into(), names.events_exchange().into(), (*pattern).into(), QueueBindOptions::default(), FieldTable::default())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Message properties for an event: persistent JSON with its id and trace context.
+pub fn event_properties(event_id: &str, traceparent: Option<&str>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(tp) = traceparent {
+        headers.insert(ShortString::from(muster_contracts::TRACEPARENT_HEADER), long_string(tp));
+    }
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(event_id.into())
+        .with_headers(headers)
+}
+
+/// A string header of a delivered message.
+pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}

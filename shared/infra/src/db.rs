@@ -1,0 +1,48 @@
+//! The PostgreSQL pool and the one migration set of the whole system.
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseSettings;
+
+/// Every migration of the system, applied by `musterctl migrate` and `musterctl up`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Connection options from settings (the URL is parsed, never logged).
+pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
+    settings
+        .url
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+        .context("database.url is not a valid PostgreSQL URL")
+}
+
+/// A pool that connects on first use, so a service can start (and report not-ready) while
+/// the database is still coming up.
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout())
+        .connect_lazy_with(connect_options(settings)?))
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying database migrations")
+}
+
+/// Whether an error is a lost or refused connection (worth retrying), rather than a query
+/// that can never succeed.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+}
+
+/// The name of the constraint a database error violated, if any.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint().map(str::to_string),
+        _ => None,
+    }
+}

@@ -1,0 +1,146 @@
+//! Tenants (companies) and their API tokens. Tokens are random, shown once at creation and
+//! stored only as SHA-256 hashes; a tenant may hold several of each kind, so a token can be
+//! rotated without downtime (create the new one, switch Entra ID over, revoke the old).
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{FromRow, PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// What a token grants: the SCIM API (for Entra ID) or the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Scim,
+    Admin,
+}
+
+impl TokenKind {
+    /// The stored and displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Scim => "scim",
+            TokenKind::Admin => "admin",
+        }
+    }
+
+    /// Parses `scim` or `admin`.
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        match s {
+            "scim" => Some(TokenKind::Scim),
+            "admin" => Some(TokenKind::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A company.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub primary_domain: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A token's metadata (never its secret).
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct TokenInfo {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub kind: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// SHA-256 of a token's text: what is stored and looked up.
+pub fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Creates a tenant. `primary_domain` must already be validated (`muster_domain`).
+pub async fn create_tenant(conn: &mut PgConnection, name: &str, primary_domain: &str) -> sqlx::Result<Tenant> {
+    sqlx::query_as::<_, Tenant>(
+        "insert into tenancy.tenants (id, name, primary_domain) values ($1, $2, $3)
+         returning id, name, primary_domain, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(primary_domain)
+    .fetch_one(conn)
+    .await
+}
+
+/// Looks a tenant up.
+pub async fn find_tenant(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> sqlx::Result<Option<Tenant>> {
+    sqlx::query_as::<_, Tenant>("select id, name, primary_domain, created_at from tenancy.tenants where id = $1")
+        .bind(tenant_id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Issues a new token and returns it with its plaintext, which is not stored anywhere.
+pub async fn issue_token(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    kind: TokenKind,
+    name: &str,
+) -> sqlx::Result<(TokenInfo, String)> {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let plaintext = format!("mst_{}_{}", kind.as_str(), hex::encode(secret));
+    let prefix: String = plaintext.chars().take(16).collect();
+    let info = sqlx::query_as::<_, TokenInfo>(
+        "insert into tenancy.api_tokens (id, tenant_id, kind, name, token_hash, prefix)
+         values ($1, $2, $3, $4, $5, $6)
+         returning id, tenant_id, kind, name, prefix, created_at, revoked_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant_id)
+    .bind(kind.as_str())
+    .bind(name)
+    .bind(hash_token(&plaintext))
+    .bind(prefix)
+    .fetch_one(conn)
+    .await?;
+    Ok((info, plaintext))
+}
+
+/// A tenant's tokens, newest first, revoked ones included.
+pub async fn list_tokens(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> sqlx::Result<Vec<TokenInfo>> {
+    sqlx::query_as::<_, TokenInfo>(
+        "select id, tenant_id, kind, name, prefix, created_at, revoked_at from tenancy.api_tokens
+         where tenant_id = $1 order by created_at desc, id desc",
+    )
+    .bind(tenant_id)
+    .fetch_all(executor)
+    .await
+}
+
+/// Revokes a token; `None` when the tenant has no such token.
+pub async fn revoke_token(executor: impl PgExecutor<'_>, tenant_id: Uuid, token_id: Uuid) -> sqlx::Result<Option<TokenInfo>> {
+    sqlx::query_as::<_, TokenInfo>(
+        "update tenancy.api_tokens set revoked_at = coalesce(revoked_at, now()), updated_at = now()
+         where tenant_id = $1 and id = $2
+         returning id, tenant_id, kind, name, prefix, created_at, revoked_at",
+    )
+    .bind(tenant_id)
+    .bind(token_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// The tenant a presented token belongs to, if it is a live token of `kind`.
+pub async fn authenticate(executor: impl PgExecutor<'_>, kind: TokenKind, token: &str) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar::<_, Uuid>(
+        "select tenant_id from tenancy.api_tokens where token_hash = $1 and kind = $2 and revoked_at is null",
+    )
+    .bind(hash_token(token))
+    .bind(kind.as_str())
+    .fetch_optional(executor)
+    .await
+}
