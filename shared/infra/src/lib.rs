@@ -6,6 +6,7 @@ pub mod amqp;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;

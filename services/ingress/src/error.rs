@@ -1,0 +1,63 @@
+//! `ApiError`: a [`ScimError`] that axum renders as `application/scim+json`, with the
+//! mapping from database errors (unique violations by constraint name become 409).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use muster_scim::ScimError;
+
+/// The ingress's one error type at the HTTP boundary.
+#[derive(Debug)]
+pub struct ApiError(pub ScimError);
+
+impl From<ScimError> for ApiError {
+    fn from(e: ScimError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match muster_infra::db::violated_constraint(&err).as_deref() {
+            Some("users_user_name_key") => {
+                return ApiError(ScimError::uniqueness("a User with this userName already exists"));
+            }
+            Some("groups_display_name_key") => {
+                return ApiError(ScimError::uniqueness("a Group with this displayName already exists"));
+            }
+            _ => {}
+        }
+        if muster_infra::db::is_unavailable(&err) {
+            tracing::error!(error = %err, "database unavailable");
+            return ApiError(ScimError::unavailable());
+        }
+        tracing::error!(error = %err, "database error");
+        ApiError(ScimError::internal())
+    }
+}
+
+/// The media type of every SCIM response body (RFC 7644 §3.1).
+pub const SCIM_JSON: &str = "application/scim+json";
+
+/// A JSON body with the SCIM media type.
+pub fn scim_json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
+    response
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_client_error() {
+            tracing::info!(status = self.0.status, detail = %self.0.detail, "request refused");
+        }
+        let mut response = scim_json(status, &self.0.body());
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"muster-scim\", error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}

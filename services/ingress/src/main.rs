@@ -1,0 +1,13 @@
+use muster_ingress::{DEFAULTS, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = muster_infra::config::load(DEFAULTS)?;
+    let _telemetry = muster_infra::telemetry::init("ingress", &settings.telemetry)?;
+    let shutdown = muster_infra::shutdown::on_signals();
+    if let Err(err) = muster_ingress::run(settings, shutdown).await {
+        tracing::error!(error = format!("{err:#}"), "ingress stopped");
+        return Err(err);
+    }
+    Ok(())
+}

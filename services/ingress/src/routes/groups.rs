@@ -1,0 +1,326 @@
+//! `/Groups`: memberships are rows, so a PATCH costs what its delta costs, whatever the
+//! group's size; each accepted change appends `scim.group.*` events in the same transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use muster_contracts::events::MembersChanged;
+use muster_contracts::{EventEnvelope, EventKind};
+use muster_infra::outbox;
+use muster_infra::telemetry::current_traceparent;
+use muster_scim::ScimError;
+use muster_scim::patch::{MemberChange, apply_patch, parse_patch_request};
+use muster_scim::resource::{MemberRef, normalize_resource, project, wants_attribute};
+use muster_scim::schema::{ResourceKind, group_type};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::users::membership_removals;
+use super::{list_resources, not_found, parse_id};
+use crate::AppState;
+use crate::auth::TenantId;
+use crate::error::ApiError;
+use crate::extract::{BaseUrl, ScimBody, check_if_match, none_match};
+use crate::params::selection;
+use crate::render::{event, members_json, render, resource_response};
+use crate::store::{self, ResourceRow};
+
+const KIND: ResourceKind = ResourceKind::Group;
+
+fn count_write(op: &'static str) {
+    metrics::counter!("scim_writes_total", "resource" => "Group", "op" => op).increment(1);
+}
+
+/// The net membership delta of one request.
+#[derive(Default)]
+struct Delta {
+    added: Vec<Uuid>,
+    removed: Vec<Uuid>,
+}
+
+impl Delta {
+    fn add(&mut self, ids: Vec<Uuid>) {
+        for id in ids {
+            match self.removed.iter().position(|r| *r == id) {
+                Some(i) => {
+                    self.removed.swap_remove(i);
+                }
+                None => self.added.push(id),
+            }
+        }
+    }
+    fn remove(&mut self, ids: Vec<Uuid>) {
+        for id in ids {
+            match self.added.iter().position(|a| *a == id) {
+                Some(i) => {
+                    self.added.swap_remove(i);
+                }
+                None => self.removed.push(id),
+            }
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+    fn event(&self, tenant: Uuid, group: &ResourceRow) -> EventEnvelope {
+        let data = MembersChanged {
+            added: self.added.iter().map(Uuid::to_string).collect(),
+            removed: self.removed.iter().map(Uuid::to_string).collect(),
+        };
+        event(tenant, EventKind::ScimGroupMembersChanged, group.id, group.version, group.updated_at)
+            .with_data(serde_json::to_value(data).unwrap_or(Value::Null))
+    }
+}
+
+/// Checks that every referenced member exists in this tenant; unknown ids are refused
+/// (nothing is written), as is a group inside itself.
+async fn resolve_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, refs: &[MemberRef]) -> Result<Vec<(Uuid, &'static str)>, ApiError> {
+    let mut ids = Vec::with_capacity(refs.len());
+    let mut unknown = Vec::new();
+    let mut seen = HashSet::with_capacity(refs.len());
+    for r in refs {
+        match Uuid::parse_str(&r.value) {
+            Ok(id) if id == group => return Err(ScimError::invalid_value("a group cannot be a member of itself").into()),
+            Ok(id) => {
+                if seen.insert(id) {
+                    ids.push(id);
+                }
+            }
+            Err(_) => unknown.push(r.value.clone()),
+        }
+    }
+    let existing = store::existing_members(conn, tenant, &ids).await?;
+    unknown.extend(ids.iter().filter(|id| !existing.contains_key(id)).map(Uuid::to_string));
+    if !unknown.is_empty() {
+        let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
+        return Err(ScimError::invalid_value(format!(
+            "{} member(s) do not exist: {}{}",
+            unknown.len(),
+            shown.join(", "),
+            if unknown.len() > shown.len() { ", …" } else { "" }
+        ))
+        .into());
+    }
+    Ok(ids.into_iter().filter_map(|id| existing.get(&id).map(|t| (id, *t))).collect())
+}
+
+async fn apply_member_changes(conn: &mut PgConnection, tenant: Uuid, group: Uuid, changes: Vec<MemberChange>) -> Result<Delta, ApiError> {
+    let mut delta = Delta::default();
+    for change in changes {
+        match change {
+            MemberChange::Add(refs) => {
+                let members = resolve_members(conn, tenant, group, &refs).await?;
+                delta.add(store::add_members(conn, tenant, group, &members).await?);
+            }
+            MemberChange::Remove(values) => {
+                // An id that is not a UUID cannot be a member: removing it changes nothing.
+                let ids: Vec<Uuid> = values.iter().filter_map(|v| Uuid::parse_str(v).ok()).collect();
+                delta.remove(store::remove_members(conn, tenant, group, Some(&ids)).await?);
+            }
+            MemberChange::RemoveAll => delta.remove(store::remove_members(conn, tenant, group, None).await?),
+            MemberChange::Replace(refs) => {
+                let members = resolve_members(conn, tenant, group, &refs).await?;
+                delta.remove(store::remove_members(conn, tenant, group, None).await?);
+                delta.add(store::add_members(conn, tenant, group, &members).await?);
+            }
+        }
+    }
+    Ok(delta)
+}
+
+async fn rendered(state: &AppState, tenant: Uuid, row: &ResourceRow, base: &str, with_members: bool) -> Result<Value, ApiError> {
+    let members = if with_members {
+        let mut by_group = store::members_of(&state.pool, tenant, &[row.id]).await?;
+        by_group.remove(&row.id).map(|m| members_json(base, &m))
+    } else {
+        None
+    };
+    Ok(render(group_type(), row, base, members))
+}
+
+/// `POST /Groups`.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, group_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ApiError> {
+    let (doc, members) = normalize_resource(group_type(), &body)?;
+    let id = Uuid::now_v7();
+    tracing::Span::current().record("group_id", tracing::field::display(id));
+    let mut tx = state.pool.begin().await?;
+    let row = store::insert(&mut tx, KIND, tenant, id, &doc).await?;
+    let delta = apply_member_changes(&mut tx, tenant, id, vec![MemberChange::Add(members.unwrap_or_default())]).await?;
+    let mut events = vec![event(tenant, EventKind::ScimGroupUpserted, id, row.version, row.updated_at)];
+    if !delta.is_empty() {
+        events.push(delta.event(tenant, &row));
+    }
+    outbox::append(&mut tx, &events, &current_traceparent()).await?;
+    tx.commit().await?;
+    count_write("create");
+    let body = rendered(&state, tenant, &row, &base, !delta.is_empty()).await?;
+    Ok(resource_response(StatusCode::CREATED, &body, row.version))
+}
+
+/// `GET /Groups/{id}` (Entra ID asks with `excludedAttributes=members`; members are then not
+/// even read).
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, group_id = %id))]
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let gid = parse_id(group_type(), &id)?;
+    let row = store::find(&state.pool, KIND, tenant, gid, false).await?.ok_or_else(|| not_found(group_type(), &id))?;
+    if none_match(&headers, row.version) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let (attributes, excluded) = selection(&params);
+    let with_members = wants_attribute(group_type(), attributes.as_deref(), excluded.as_deref(), "members");
+    let doc = rendered(&state, tenant, &row, &base, with_members).await?;
+    Ok(resource_response(StatusCode::OK, &project(group_type(), doc, attributes.as_deref(), excluded.as_deref()), row.version))
+}
+
+/// `GET /Groups`.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (attributes, excluded) = selection(&params);
+    let with_members = wants_attribute(group_type(), attributes.as_deref(), excluded.as_deref(), "members");
+    let pool = state.pool.clone();
+    let base_for_members = base.clone();
+    list_resources(&state, group_type(), tenant, &base, &params, |ids| async move {
+        if !with_members {
+            return Ok(HashMap::new());
+        }
+        let members = store::members_of(&pool, tenant, &ids).await?;
+        Ok(members.into_iter().map(|(id, m)| (id, members_json(&base_for_members, &m))).collect())
+    })
+    .await
+}
+
+/// `PUT /Groups/{id}`: replaces the document and the whole membership.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, group_id = %id))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ApiError> {
+    let gid = parse_id(group_type(), &id)?;
+    let (doc, members) = normalize_resource(group_type(), &body)?;
+    let row = write(&state, tenant, gid, &id, &headers, doc, vec![MemberChange::Replace(members.unwrap_or_default())], "replace").await?;
+    let body = rendered(&state, tenant, &row, &base, true).await?;
+    Ok(resource_response(StatusCode::OK, &body, row.version))
+}
+
+/// `PATCH /Groups/{id}`: answers 204, as Entra ID expects.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, group_id = %id))]
+pub async fn patch(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ApiError> {
+    let gid = parse_id(group_type(), &id)?;
+    let ops = parse_patch_request(&body)?;
+    let mut tx = state.pool.begin().await?;
+    let current = store::find(&mut *tx, KIND, tenant, gid, true).await?.ok_or_else(|| not_found(group_type(), &id))?;
+    check_if_match(&headers, current.version)?;
+    let outcome = apply_patch(group_type(), &current.resource, &ops)?;
+    let row = commit_change(&mut tx, tenant, current, outcome.doc, outcome.member_changes, "patch").await?;
+    tx.commit().await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&crate::render::etag(row.version)) {
+        response.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    state: &AppState,
+    tenant: Uuid,
+    gid: Uuid,
+    id: &str,
+    headers: &HeaderMap,
+    doc: Value,
+    changes: Vec<MemberChange>,
+    op: &'static str,
+) -> Result<ResourceRow, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let current = store::find(&mut *tx, KIND, tenant, gid, true).await?.ok_or_else(|| not_found(group_type(), id))?;
+    check_if_match(headers, current.version)?;
+    let row = commit_change(&mut tx, tenant, current, doc, changes, op).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Writes the new document (if it changed) and the membership delta, bumps the version once,
+/// and records `scim.group.upserted` and/or `scim.group.members_changed`.
+async fn commit_change(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    current: ResourceRow,
+    doc: Value,
+    changes: Vec<MemberChange>,
+    op: &'static str,
+) -> Result<ResourceRow, ApiError> {
+    let gid = current.id;
+    let delta = apply_member_changes(tx, tenant, gid, changes).await?;
+    let doc_changed = doc != current.resource;
+    let row = if doc_changed {
+        store::update(tx, KIND, tenant, gid, &doc).await?
+    } else if !delta.is_empty() {
+        store::touch(tx, KIND, tenant, gid).await?
+    } else {
+        return Ok(current);
+    };
+    let mut events = Vec::new();
+    if doc_changed {
+        events.push(event(tenant, EventKind::ScimGroupUpserted, gid, row.version, row.updated_at));
+    }
+    if !delta.is_empty() {
+        metrics::counter!("scim_group_members_changed_total").increment((delta.added.len() + delta.removed.len()) as u64);
+        events.push(delta.event(tenant, &row));
+    }
+    outbox::append(tx, &events, &current_traceparent()).await?;
+    count_write(op);
+    Ok(row)
+}
+
+/// `DELETE /Groups/{id}`.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, group_id = %id))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let gid = parse_id(group_type(), &id)?;
+    let mut tx = state.pool.begin().await?;
+    let current = store::find(&mut *tx, KIND, tenant, gid, true).await?.ok_or_else(|| not_found(group_type(), &id))?;
+    check_if_match(&headers, current.version)?;
+    let mut events = membership_removals(&mut tx, tenant, gid).await?;
+    store::delete(&mut tx, KIND, tenant, gid).await?;
+    events.push(event(tenant, EventKind::ScimGroupDeleted, gid, current.version + 1, chrono::Utc::now()));
+    outbox::append(&mut tx, &events, &current_traceparent()).await?;
+    tx.commit().await?;
+    count_write("delete");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,208 @@
+//! `/Users`: Entra ID's users, kept as canonical documents; each accepted change appends a
+//! `scim.user.*` event in the same transaction.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use muster_contracts::EventKind;
+use muster_contracts::events::MembersChanged;
+use muster_infra::outbox;
+use muster_infra::telemetry::current_traceparent;
+use muster_scim::ScimError;
+use muster_scim::patch::{apply_patch, parse_patch_request};
+use muster_scim::resource::{normalize_resource, project, wants_attribute};
+use muster_scim::schema::{ResourceKind, user_type};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{list_resources, not_found, parse_id};
+use crate::AppState;
+use crate::auth::TenantId;
+use crate::error::ApiError;
+use crate::extract::{BaseUrl, ScimBody, check_if_match, none_match};
+use crate::params::selection;
+use crate::render::{event, groups_json, render, resource_response};
+use crate::store::{self, ResourceRow};
+
+const KIND: ResourceKind = ResourceKind::User;
+
+fn count_write(op: &'static str) {
+    metrics::counter!("scim_writes_total", "resource" => "User", "op" => op).increment(1);
+}
+
+async fn rendered(state: &AppState, tenant: Uuid, row: &ResourceRow, base: &str, with_groups: bool) -> Result<Value, ApiError> {
+    let groups = if with_groups {
+        let mut by_user = store::groups_of(&state.pool, tenant, &[row.id]).await?;
+        by_user.remove(&row.id).map(|g| groups_json(base, &g))
+    } else {
+        None
+    };
+    Ok(render(user_type(), row, base, groups))
+}
+
+/// `POST /Users`.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ApiError> {
+    let (doc, _) = normalize_resource(user_type(), &body)?;
+    let id = Uuid::now_v7();
+    tracing::Span::current().record("user_id", tracing::field::display(id));
+    let mut tx = state.pool.begin().await?;
+    let row = store::insert(&mut tx, KIND, tenant, id, &doc).await?;
+    let events = [event(tenant, EventKind::ScimUserUpserted, id, row.version, row.updated_at)];
+    outbox::append(&mut tx, &events, &current_traceparent()).await?;
+    tx.commit().await?;
+    count_write("create");
+    Ok(resource_response(StatusCode::CREATED, &render(user_type(), &row, &base, None), row.version))
+}
+
+/// `GET /Users/{id}`.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id = %id))]
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let uid = parse_id(user_type(), &id)?;
+    let row = store::find(&state.pool, KIND, tenant, uid, false).await?.ok_or_else(|| not_found(user_type(), &id))?;
+    if none_match(&headers, row.version) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let (attributes, excluded) = selection(&params);
+    let with_groups = wants_attribute(user_type(), attributes.as_deref(), excluded.as_deref(), "groups");
+    let doc = rendered(&state, tenant, &row, &base, with_groups).await?;
+    Ok(resource_response(StatusCode::OK, &project(user_type(), doc, attributes.as_deref(), excluded.as_deref()), row.version))
+}
+
+/// `GET /Users`.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (attributes, excluded) = selection(&params);
+    let with_groups = wants_attribute(user_type(), attributes.as_deref(), excluded.as_deref(), "groups");
+    let pool = state.pool.clone();
+    let base_for_groups = base.clone();
+    list_resources(&state, user_type(), tenant, &base, &params, |ids| async move {
+        if !with_groups {
+            return Ok(HashMap::new());
+        }
+        let groups = store::groups_of(&pool, tenant, &ids).await?;
+        Ok(groups.into_iter().map(|(id, g)| (id, groups_json(&base_for_groups, &g))).collect())
+    })
+    .await
+}
+
+/// `PUT /Users/{id}`: replaces every writable attribute.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id = %id))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ApiError> {
+    let uid = parse_id(user_type(), &id)?;
+    let (doc, _) = normalize_resource(user_type(), &body)?;
+    write(&state, tenant, uid, &id, &headers, &base, |_| Ok(doc), "replace").await
+}
+
+/// `PATCH /Users/{id}`: answers 200 with the resource, as Entra ID expects.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id = %id))]
+pub async fn patch(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    BaseUrl(base): BaseUrl,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ScimBody(body): ScimBody,
+) -> Result<Response, ApiError> {
+    let uid = parse_id(user_type(), &id)?;
+    let ops = parse_patch_request(&body)?;
+    write(&state, tenant, uid, &id, &headers, &base, |current| Ok(apply_patch(user_type(), current, &ops)?.doc), "patch").await
+}
+
+/// The shared body of PUT and PATCH: lock, check `If-Match`, compute the new document, and
+/// write it with its event only if it changed (Entra ID re-sends unchanged values every
+/// cycle; those must not wake the workers).
+async fn write(
+    state: &AppState,
+    tenant: Uuid,
+    uid: Uuid,
+    id: &str,
+    headers: &HeaderMap,
+    base: &str,
+    change: impl FnOnce(&Value) -> Result<Value, ScimError>,
+    op: &'static str,
+) -> Result<Response, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let current = store::find(&mut *tx, KIND, tenant, uid, true).await?.ok_or_else(|| not_found(user_type(), id))?;
+    check_if_match(headers, current.version)?;
+    let doc = change(&current.resource)?;
+    let row = if doc == current.resource {
+        current
+    } else {
+        let row = store::update(&mut tx, KIND, tenant, uid, &doc).await?;
+        let events = [event(tenant, EventKind::ScimUserUpserted, uid, row.version, row.updated_at)];
+        outbox::append(&mut tx, &events, &current_traceparent()).await?;
+        count_write(op);
+        row
+    };
+    tx.commit().await?;
+    let body = rendered(state, tenant, &row, base, true).await?;
+    Ok(resource_response(StatusCode::OK, &body, row.version))
+}
+
+/// `DELETE /Users/{id}`: removes the SCIM resource and its memberships. The team member is
+/// deactivated downstream, never deleted.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id = %id))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(TenantId(tenant)): Extension<TenantId>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let uid = parse_id(user_type(), &id)?;
+    let mut tx = state.pool.begin().await?;
+    let current = store::find(&mut *tx, KIND, tenant, uid, true).await?.ok_or_else(|| not_found(user_type(), &id))?;
+    check_if_match(&headers, current.version)?;
+    let mut events = membership_removals(&mut tx, tenant, uid).await?;
+    store::delete(&mut tx, KIND, tenant, uid).await?;
+    events.push(event(tenant, EventKind::ScimUserDeleted, uid, current.version + 1, chrono::Utc::now()));
+    outbox::append(&mut tx, &events, &current_traceparent()).await?;
+    tx.commit().await?;
+    count_write("delete");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Takes a deleted resource out of every group, with a `members_changed` event per group.
+pub async fn membership_removals(
+    conn: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    member: Uuid,
+) -> Result<Vec<muster_contracts::EventEnvelope>, ApiError> {
+    let now = chrono::Utc::now();
+    let groups = store::remove_from_all_groups(conn, tenant, member).await?;
+    Ok(groups
+        .into_iter()
+        .map(|(group, version)| {
+            let delta = MembersChanged { added: Vec::new(), removed: vec![member.to_string()] };
+            event(tenant, EventKind::ScimGroupMembersChanged, group, version, now)
+                .with_data(serde_json::to_value(delta).unwrap_or(Value::Null))
+        })
+        .collect())
+}

@@ -1,0 +1,301 @@
+//! The SCIM mirror in PostgreSQL: users and groups as canonical JSONB documents with their
+//! hot attributes as columns, and group memberships as rows. Functions take a connection so
+//! that callers compose one transaction with the outbox.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use muster_scim::ScimError;
+use muster_scim::filter::Filter;
+use muster_scim::schema::{ResourceKind, ResourceType};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::query::push_filter;
+
+/// A stored resource.
+#[derive(Debug, Clone, FromRow)]
+pub struct ResourceRow {
+    pub id: Uuid,
+    pub resource: Value,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn table(kind: ResourceKind) -> &'static str {
+    match kind {
+        ResourceKind::User => "scim.users",
+        ResourceKind::Group => "scim.groups",
+    }
+}
+
+const COLUMNS: &str = "id, resource, version, created_at, updated_at";
+
+fn text(doc: &Value, key: &str) -> Option<String> {
+    doc.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// Inserts a new resource at version 1.
+pub async fn insert(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
+    match kind {
+        ResourceKind::User => {
+            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+                "insert into scim.users (tenant_id, id, user_name, external_id, active, resource)
+                 values ($1, $2, $3, $4, $5, $6) returning {COLUMNS}"
+            )))
+            .bind(tenant)
+            .bind(id)
+            .bind(text(doc, "userName").unwrap_or_default())
+            .bind(text(doc, "externalId"))
+            .bind(doc.get("active").and_then(Value::as_bool).unwrap_or(true))
+            .bind(doc)
+            .fetch_one(conn)
+            .await
+        }
+        ResourceKind::Group => {
+            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+                "insert into scim.groups (tenant_id, id, display_name, external_id, resource)
+                 values ($1, $2, $3, $4, $5) returning {COLUMNS}"
+            )))
+            .bind(tenant)
+            .bind(id)
+            .bind(text(doc, "displayName").unwrap_or_default())
+            .bind(text(doc, "externalId"))
+            .bind(doc)
+            .fetch_one(conn)
+            .await
+        }
+    }
+}
+
+/// Replaces a resource's document and bumps its version.
+pub async fn update(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
+    match kind {
+        ResourceKind::User => {
+            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+                "update scim.users set user_name = $3, external_id = $4, active = $5, resource = $6,
+                        version = version + 1, updated_at = now()
+                 where tenant_id = $1 and id = $2 returning {COLUMNS}"
+            )))
+            .bind(tenant)
+            .bind(id)
+            .bind(text(doc, "userName").unwrap_or_default())
+            .bind(text(doc, "externalId"))
+            .bind(doc.get("active").and_then(Value::as_bool).unwrap_or(true))
+            .bind(doc)
+            .fetch_one(conn)
+            .await
+        }
+        ResourceKind::Group => {
+            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+                "update scim.groups set display_name = $3, external_id = $4, resource = $5,
+                        version = version + 1, updated_at = now()
+                 where tenant_id = $1 and id = $2 returning {COLUMNS}"
+            )))
+            .bind(tenant)
+            .bind(id)
+            .bind(text(doc, "displayName").unwrap_or_default())
+            .bind(text(doc, "externalId"))
+            .bind(doc)
+            .fetch_one(conn)
+            .await
+        }
+    }
+}
+
+/// Bumps a resource's version without changing its document (a membership-only change).
+pub async fn touch(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid) -> sqlx::Result<ResourceRow> {
+    sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+        "update {} set version = version + 1, updated_at = now() where tenant_id = $1 and id = $2 returning {COLUMNS}",
+        table(kind)
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Reads a resource; with `lock`, holds its row until the transaction ends, so concurrent
+/// writers of one resource (e.g. membership PATCHes of one group) apply one after another.
+pub async fn find(executor: impl PgExecutor<'_>, kind: ResourceKind, tenant: Uuid, id: Uuid, lock: bool) -> sqlx::Result<Option<ResourceRow>> {
+    let suffix = if lock { " for update" } else { "" };
+    sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!("select {COLUMNS} from {} where tenant_id = $1 and id = $2{suffix}", table(kind))))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+}
+
+/// Deletes a resource; returns the version it had.
+pub async fn delete(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!("delete from {} where tenant_id = $1 and id = $2 returning version", table(kind))))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// One page of a filtered list, in creation order, and the total number of matches.
+pub async fn list(
+    conn: &mut PgConnection,
+    rt: &ResourceType,
+    tenant: Uuid,
+    filter: Option<&Filter>,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<ResourceRow>, i64), ApiError> {
+    let condition = |qb: &mut QueryBuilder<Postgres>| -> Result<(), ScimError> {
+        qb.push_bind(tenant);
+        if let Some(f) = filter {
+            push_filter(qb, rt, f)?;
+        }
+        Ok(())
+    };
+    if limit > 0 {
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "select r.id, r.resource, r.version, r.created_at, r.updated_at, count(*) over () as total from {} r where r.tenant_id = ",
+            table(rt.kind)
+        ));
+        condition(&mut qb)?;
+        qb.push(" order by r.created_at, r.id offset ").push_bind(offset).push(" limit ").push_bind(limit);
+        let rows = qb.build().fetch_all(&mut *conn).await?;
+        if let Some(first) = rows.first() {
+            use sqlx::Row;
+            let total: i64 = first.try_get("total")?;
+            let resources = rows.iter().map(ResourceRow::from_row).collect::<Result<Vec<_>, _>>()?;
+            return Ok((resources, total));
+        }
+    }
+    // No rows on this page (or count=0): the total still has to be told.
+    let mut qb = QueryBuilder::<Postgres>::new(format!("select count(*) from {} r where r.tenant_id = ", table(rt.kind)));
+    condition(&mut qb)?;
+    let total: i64 = qb.build_query_scalar().fetch_one(&mut *conn).await?;
+    Ok((Vec::new(), total))
+}
+
+/// A member of a group, as returned in `members`.
+#[derive(Debug, Clone, FromRow)]
+pub struct MemberRow {
+    pub group_id: Uuid,
+    pub member_id: Uuid,
+    pub member_type: String,
+    pub display: Option<String>,
+}
+
+/// The members of each of `groups`.
+pub async fn members_of(executor: impl PgExecutor<'_>, tenant: Uuid, groups: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Vec<MemberRow>>> {
+    let rows = sqlx::query_as::<_, MemberRow>(
+        "select gm.group_id, gm.member_id, gm.member_type,
+                coalesce(u.resource ->> 'displayName', u.user_name, g.display_name) as display
+         from scim.group_members gm
+         left join scim.users u on gm.member_type = 'User' and u.tenant_id = gm.tenant_id and u.id = gm.member_id
+         left join scim.groups g on gm.member_type = 'Group' and g.tenant_id = gm.tenant_id and g.id = gm.member_id
+         where gm.tenant_id = $1 and gm.group_id = any($2)
+         order by gm.group_id, gm.created_at, gm.member_id",
+    )
+    .bind(tenant)
+    .bind(groups)
+    .fetch_all(executor)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<MemberRow>> = HashMap::new();
+    for row in rows {
+        out.entry(row.group_id).or_default().push(row);
+    }
+    Ok(out)
+}
+
+/// The groups each of `users` belongs to (the read-only `groups` attribute).
+pub async fn groups_of(executor: impl PgExecutor<'_>, tenant: Uuid, users: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Vec<(Uuid, String)>>> {
+    let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+        "select gm.member_id, g.id, g.display_name from scim.group_members gm
+         join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
+         where gm.tenant_id = $1 and gm.member_id = any($2) order by g.display_name",
+    )
+    .bind(tenant)
+    .bind(users)
+    .fetch_all(executor)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
+    for (user, group, name) in rows {
+        out.entry(user).or_default().push((group, name));
+    }
+    Ok(out)
+}
+
+/// Which of `ids` exist in the tenant, with their type (`User` or `Group`).
+pub async fn existing_members(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) -> sqlx::Result<HashMap<Uuid, &'static str>> {
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "select id, true from scim.users where tenant_id = $1 and id = any($2)
+         union all
+         select id, false from scim.groups where tenant_id = $1 and id = any($2)",
+    )
+    .bind(tenant)
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|(id, is_user)| (id, if is_user { "User" } else { "Group" })).collect())
+}
+
+/// Adds memberships; returns the ids that were not members before.
+pub async fn add_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, members: &[(Uuid, &str)]) -> sqlx::Result<Vec<Uuid>> {
+    if members.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = members.iter().map(|(id, _)| *id).collect();
+    let types: Vec<String> = members.iter().map(|(_, t)| (*t).to_string()).collect();
+    sqlx::query_scalar::<_, Uuid>(
+        "insert into scim.group_members (tenant_id, group_id, member_id, member_type)
+         select $1, $2, m.id, m.kind from unnest($3::uuid[], $4::text[]) as m(id, kind)
+         on conflict do nothing returning member_id",
+    )
+    .bind(tenant)
+    .bind(group)
+    .bind(ids)
+    .bind(types)
+    .fetch_all(conn)
+    .await
+}
+
+/// Removes memberships (all of them when `ids` is `None`); returns the ids removed.
+pub async fn remove_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, ids: Option<&[Uuid]>) -> sqlx::Result<Vec<Uuid>> {
+    match ids {
+        Some([]) => Ok(Vec::new()),
+        Some(ids) => {
+            sqlx::query_scalar::<_, Uuid>(
+                "delete from scim.group_members where tenant_id = $1 and group_id = $2 and member_id = any($3) returning member_id",
+            )
+            .bind(tenant)
+            .bind(group)
+            .bind(ids)
+            .fetch_all(conn)
+            .await
+        }
+        None => {
+            sqlx::query_scalar::<_, Uuid>("delete from scim.group_members where tenant_id = $1 and group_id = $2 returning member_id")
+                .bind(tenant)
+                .bind(group)
+                .fetch_all(conn)
+                .await
+        }
+    }
+}
+
+/// Removes `member` from every group it belongs to (it is being deleted) and bumps those
+/// groups' versions; returns each group's new version.
+pub async fn remove_from_all_groups(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    sqlx::query_as::<_, (Uuid, i64)>(
+        "with removed as (
+             delete from scim.group_members where tenant_id = $1 and member_id = $2 returning group_id
+         )
+         update scim.groups g set version = version + 1, updated_at = now()
+         from removed where g.tenant_id = $1 and g.id = removed.group_id
+         returning g.id, g.version",
+    )
+    .bind(tenant)
+    .bind(member)
+    .fetch_all(conn)
+    .await
+}
