@@ -31,11 +31,14 @@ use crate::auth::RateLimiter;
 use crate::error::ApiError;
 use crate::routes::{discovery, groups, users};
 
-/// Defaults of the ingress's own sections.
+/// Defaults of the ingress's own listener.
 pub const DEFAULTS: &str = r#"
 [http]
 addr = "0.0.0.0:8080"
+"#;
 
+/// Defaults of the SCIM API's limits.
+pub const SCIM_DEFAULTS: &str = r#"
 [scim]
 max_body_bytes = 4194304
 default_page_size = 100

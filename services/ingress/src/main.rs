@@ -1,8 +1,8 @@
-use muster_ingress::{DEFAULTS, Settings};
+use muster_ingress::{DEFAULTS, SCIM_DEFAULTS, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings: Settings = muster_infra::config::load(DEFAULTS)?;
+    let settings: Settings = muster_infra::config::load_layers(&[DEFAULTS, SCIM_DEFAULTS])?;
     let _telemetry = muster_infra::telemetry::init("ingress", &settings.telemetry)?;
     let shutdown = muster_infra::shutdown::on_signals();
     if let Err(err) = muster_ingress::run(settings, shutdown).await {

@@ -1,1 +1,75 @@
-fn main() {}
+//! `musterctl`: the operator's CLI — migrations, tenants and their tokens, and `up`, which
+//! runs the whole system in one process.
+
+mod tenants;
+mod up;
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+use muster_infra::config::{AmqpSettings, DatabaseSettings, TelemetrySettings};
+
+#[derive(Parser)]
+#[command(name = "musterctl", version, about = "Operate Muster: migrations, tenants, tokens, and the all-in-one `up`.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply every pending database migration.
+    Migrate,
+    /// Manage tenants (companies).
+    #[command(subcommand)]
+    Tenant(tenants::TenantCommand),
+    /// Manage a tenant's API tokens (several may be live at once, for rotation).
+    #[command(subcommand)]
+    Token(tenants::TokenCommand),
+    /// Run every service in this process: migrations and topology first, then ingress,
+    /// relay and admin, until Ctrl-C or SIGTERM.
+    Up(UpArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// SCIM API listen address.
+    #[arg(long, env = "INGRESS_ADDR", default_value = "0.0.0.0:8080")]
+    ingress_addr: SocketAddr,
+    /// Admin API listen address.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    admin_addr: SocketAddr,
+    /// Relay health/metrics listen address.
+    #[arg(long, env = "RELAY_ADDR", default_value = "0.0.0.0:8082")]
+    relay_addr: SocketAddr,
+}
+
+/// What every command reads from the layered configuration.
+#[derive(Debug, Clone, Deserialize)]
+struct CtlSettings {
+    database: DatabaseSettings,
+    amqp: AmqpSettings,
+    telemetry: TelemetrySettings,
+    scim: muster_ingress::ScimSettings,
+    relay: muster_relay::RelayOptions,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings: CtlSettings =
+        muster_infra::config::load_layers(&[muster_ingress::SCIM_DEFAULTS, muster_relay::RELAY_DEFAULTS])?;
+    match cli.command {
+        Command::Migrate => {
+            let pool = muster_infra::db::pool(&settings.database)?;
+            muster_infra::db::migrate(&pool).await?;
+            println!("{}", serde_json::json!({"migrated": true}));
+            Ok(())
+        }
+        Command::Tenant(cmd) => tenants::tenant(&settings.database, cmd).await,
+        Command::Token(cmd) => tenants::token(&settings.database, cmd).await,
+        Command::Up(args) => up::up(settings, args).await,
+    }
+}

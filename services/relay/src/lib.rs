@@ -1,1 +1,311 @@
-//! placeholder
+//! The relay: drains the outbox (`scim.outbox`) to RabbitMQ.
+//!
+//! - Publishes in outbox order on one channel with publisher confirms, pipelined: a whole
+//!   batch is sent, then its confirms are awaited, so a batch costs one broker round trip.
+//! - A row is marked published only after its confirm. A message the broker returns as
+//!   unroutable (`mandatory`), or nacks, stays unpublished and is retried with backoff.
+//! - Several replicas are safe: a batch is taken under a transaction-scoped advisory lock, so
+//!   one replica publishes at a time and outbox order (hence per-entity order) holds.
+//! - A broker outage only delays events: the relay reconnects with capped, jittered backoff
+//!   and resumes where the outbox stands. A crash between publish and commit republishes the
+//!   batch: delivery is at least once, and consumers deduplicate by entity version.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Confirmation;
+use lapin::{Channel, Connection};
+use muster_contracts::Names;
+use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
+use muster_infra::http::{BrokerHealth, Readiness};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_retry::strategy::{ExponentialBackoff, jitter};
+use tokio_util::sync::CancellationToken;
+
+/// Defaults of the relay's health listener.
+pub const DEFAULTS: &str = r#"
+[http]
+addr = "0.0.0.0:8082"
+"#;
+
+/// Defaults of the relay loop.
+pub const RELAY_DEFAULTS: &str = r#"
+[relay]
+batch_size = 500
+idle_poll_ms = 50
+confirm_timeout_ms = 15000
+retention_hours = 24
+"#;
+
+/// Advisory-lock key under which one replica at a time publishes ("muster.relay").
+const RELAY_LOCK_KEY: i64 = 0x6d75_7374_6572_0001;
+
+/// Tuning of the relay loop.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelayOptions {
+    /// Rows published per batch (and per confirm round trip).
+    pub batch_size: i64,
+    /// Sleep when the outbox is empty.
+    pub idle_poll_ms: u64,
+    /// A batch whose confirms take longer is treated as a broker failure and retried.
+    pub confirm_timeout_ms: u64,
+    /// Published rows are deleted after this many hours.
+    pub retention_hours: i64,
+}
+
+/// The relay's settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub relay: RelayOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("broker: {0}")]
+    Broker(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<lapin::Error> for RelayError {
+    fn from(e: lapin::Error) -> Self {
+        RelayError::Broker(e.to_string())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    id: i64,
+    event_id: uuid::Uuid,
+    routing_key: String,
+    payload: String,
+    traceparent: Option<String>,
+    attempts: i32,
+    created_at: DateTime<Utc>,
+}
+
+/// What happened to one published row.
+enum Outcome {
+    Published,
+    Failed(String),
+}
+
+/// The relay loop, independent of how it is served.
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    amqp: AmqpSettings,
+    names: Names,
+    options: RelayOptions,
+    health: BrokerHealth,
+}
+
+impl Relay {
+    /// A relay publishing `pool`'s outbox to the broker of `amqp`.
+    pub fn new(pool: PgPool, amqp: AmqpSettings, options: RelayOptions) -> Relay {
+        let names = Names::new(amqp.prefix.clone());
+        Relay { pool, amqp, names, options, health: BrokerHealth::default() }
+    }
+
+    /// Its broker connection state, for `/readyz`.
+    pub fn health(&self) -> BrokerHealth {
+        self.health.clone()
+    }
+
+    /// Publishes until `shutdown`, reconnecting to the broker as often as needed.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = reconnect_backoff();
+        let mut last_cleanup = std::time::Instant::now();
+        while !shutdown.is_cancelled() {
+            let (connection, channel) = match self.connect().await {
+                Ok(c) => {
+                    backoff = reconnect_backoff();
+                    c
+                }
+                Err(err) => {
+                    self.health.set_connected(false);
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "relay cannot reach the broker");
+                    sleep_or_shutdown(delay, &shutdown).await;
+                    continue;
+                }
+            };
+            self.health.set_connected(true);
+            tracing::info!("relay connected to the broker");
+            let mut db_backoff = reconnect_backoff();
+            loop {
+                if shutdown.is_cancelled() {
+                    let _ = connection.close(200, "relay shutting down".into()).await;
+                    return Ok(());
+                }
+                if last_cleanup.elapsed() > Duration::from_secs(60) {
+                    last_cleanup = std::time::Instant::now();
+                    self.cleanup().await;
+                }
+                match self.publish_batch(&channel).await {
+                    Ok(n) => {
+                        db_backoff = reconnect_backoff();
+                        if (n as i64) < self.options.batch_size {
+                            sleep_or_shutdown(Duration::from_millis(self.options.idle_poll_ms), &shutdown).await;
+                        }
+                    }
+                    Err(RelayError::Database(err)) => {
+                        let delay = db_backoff.next().unwrap_or(Duration::from_secs(10));
+                        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "relay cannot read the outbox");
+                        sleep_or_shutdown(delay, &shutdown).await;
+                    }
+                    Err(RelayError::Broker(err)) => {
+                        self.health.set_connected(false);
+                        tracing::warn!(error = %err, "relay lost the broker; unconfirmed rows stay pending");
+                        let _ = connection.close(200, "reconnecting".into()).await;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect(&self) -> anyhow::Result<(Connection, Channel)> {
+        let connection = muster_infra::amqp::connect(&self.amqp).await.context("connecting")?;
+        let channel = connection.create_channel().await.context("opening a channel")?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.context("enabling publisher confirms")?;
+        muster_infra::amqp::declare_topology(&channel, &self.names).await.context("declaring the topology")?;
+        Ok((connection, channel))
+    }
+
+    /// Publishes one batch; returns how many rows it took.
+    async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let locked: bool =
+            sqlx::query_scalar("select pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK_KEY).fetch_one(&mut *tx).await?;
+        if !locked {
+            return Ok(0); // another replica is publishing
+        }
+        let rows = sqlx::query_as::<_, PendingRow>(
+            "select id, event_id, routing_key, envelope::text as payload, traceparent, attempts, created_at
+             from scim.outbox
+             where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
+             order by id limit $1",
+        )
+        .bind(self.options.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let exchange = self.names.events_exchange();
+        let mut confirms = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let properties = muster_infra::amqp::event_properties(&row.event_id.to_string(), row.traceparent.as_deref());
+            // mandatory: a message no queue is bound for comes back instead of vanishing.
+            let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+            let confirm = channel
+                .basic_publish(exchange.as_str().into(), row.routing_key.as_str().into(), options, row.payload.as_bytes(), properties)
+                .await?;
+            confirms.push(confirm);
+        }
+        let timeout = Duration::from_millis(self.options.confirm_timeout_ms);
+        let confirmations = tokio::time::timeout(timeout, join_all(confirms))
+            .await
+            .map_err(|_| RelayError::Broker("publisher confirms timed out".into()))?;
+        let mut published = Vec::with_capacity(rows.len());
+        let mut failed: Vec<(i64, String, i32)> = Vec::new();
+        for (row, confirmation) in rows.iter().zip(confirmations) {
+            let outcome = match confirmation? {
+                Confirmation::Ack(None) | Confirmation::NotRequested => Outcome::Published,
+                Confirmation::Ack(Some(returned)) => {
+                    Outcome::Failed(format!("unroutable: no queue bound for '{}' ({})", row.routing_key, returned.reply_text))
+                }
+                Confirmation::Nack(_) => Outcome::Failed("nacked by the broker".into()),
+            };
+            match outcome {
+                Outcome::Published => published.push(row.id),
+                Outcome::Failed(reason) => {
+                    tracing::warn!(event_id = %row.event_id, routing_key = %row.routing_key, attempts = row.attempts + 1, reason = %reason, "event not published; will retry");
+                    failed.push((row.id, reason, row.attempts));
+                }
+            }
+        }
+        sqlx::query("update scim.outbox set published_at = now(), updated_at = now() where id = any($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        for (id, reason, attempts) in &failed {
+            // Capped exponential backoff: 1 s, 2 s, 4 s … 5 min.
+            let delay_secs = 2f64.powi((*attempts).min(8)).min(300.0);
+            sqlx::query(
+                "update scim.outbox set attempts = attempts + 1, last_error = $2, updated_at = now(),
+                        next_attempt_at = now() + make_interval(secs => $3)
+                 where id = $1",
+            )
+            .bind(id)
+            .bind(reason)
+            .bind(delay_secs)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let now = Utc::now();
+        for row in rows.iter().filter(|r| published.contains(&r.id)) {
+            let lag = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            metrics::histogram!("relay_event_lag_seconds").record(lag);
+        }
+        metrics::counter!("relay_published_total").increment(published.len() as u64);
+        metrics::counter!("relay_publish_failures_total").increment(failed.len() as u64);
+        Ok(rows.len())
+    }
+
+    /// Deletes old published rows and reports the outbox depth.
+    async fn cleanup(&self) {
+        let deleted = sqlx::query(
+            "delete from scim.outbox where id in (
+                 select id from scim.outbox where published_at < now() - make_interval(hours => $1) limit 10000)",
+        )
+        .bind(self.options.retention_hours as i32)
+        .execute(&self.pool)
+        .await;
+        if let Err(err) = deleted {
+            tracing::warn!(error = %err, "outbox cleanup failed");
+        }
+        if let Ok(pending) =
+            sqlx::query_scalar::<_, i64>("select count(*) from scim.outbox where published_at is null").fetch_one(&self.pool).await
+        {
+            metrics::gauge!("outbox_pending").set(pending as f64);
+        }
+    }
+}
+
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    // 200 ms, 400 ms, 800 ms … capped at 10 s, each jittered.
+    ExponentialBackoff::from_millis(2).factor(100).max_delay(Duration::from_secs(10)).map(jitter)
+}
+
+async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+/// Runs the relay with its health endpoints until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = muster_infra::db::pool(&settings.database)?;
+    let relay = Relay::new(pool.clone(), settings.amqp, settings.relay);
+    let listener = TcpListener::bind(settings.http.addr)
+        .await
+        .with_context(|| format!("binding the relay's health listener on {}", settings.http.addr))?;
+    let app = muster_infra::http::ops_routes(Readiness { pool, broker: Some(relay.health()) });
+    let server = muster_infra::http::serve(listener, app, shutdown.clone());
+    let (served, relayed) = tokio::join!(server, relay.run(shutdown));
+    served.and(relayed)
+}

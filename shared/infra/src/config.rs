@@ -32,9 +32,16 @@ filter = "info"
 /// Loads `T` from `defaults` (TOML), the optional file and the environment. Fails fast with
 /// the offending key named.
 pub fn load<T: DeserializeOwned>(defaults: &str) -> anyhow::Result<T> {
-    let mut builder = Config::builder()
-        .add_source(File::from_str(BASE_DEFAULTS, FileFormat::Toml))
-        .add_source(File::from_str(defaults, FileFormat::Toml));
+    load_layers(&[defaults])
+}
+
+/// Like [`load`], with several default sections (e.g. `musterctl up`, which runs every
+/// service, takes each service's defaults).
+pub fn load_layers<T: DeserializeOwned>(defaults: &[&str]) -> anyhow::Result<T> {
+    let mut builder = Config::builder().add_source(File::from_str(BASE_DEFAULTS, FileFormat::Toml));
+    for layer in defaults {
+        builder = builder.add_source(File::from_str(layer, FileFormat::Toml));
+    }
     if let Ok(path) = std::env::var("MUSTER_CONFIG") {
         builder = builder.add_source(File::with_name(&path).required(true));
     }

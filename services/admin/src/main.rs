@@ -1,0 +1,13 @@
+use muster_admin::{DEFAULTS, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = muster_infra::config::load(DEFAULTS)?;
+    let _telemetry = muster_infra::telemetry::init("admin", &settings.telemetry)?;
+    let shutdown = muster_infra::shutdown::on_signals();
+    if let Err(err) = muster_admin::run(settings, shutdown).await {
+        tracing::error!(error = format!("{err:#}"), "admin stopped");
+        return Err(err);
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! RFC 9457 problem documents, the admin API's error form.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An admin API error.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub detail: String,
+}
+
+impl Problem {
+    /// 401.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Problem { status: StatusCode::UNAUTHORIZED, title: "Unauthorized", detail: detail.into() }
+    }
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem { status: StatusCode::NOT_FOUND, title: "Not Found", detail: detail.into() }
+    }
+}
+
+impl From<sqlx::Error> for Problem {
+    fn from(err: sqlx::Error) -> Self {
+        tracing::error!(error = %err, "database error");
+        if muster_infra::db::is_unavailable(&err) {
+            return Problem { status: StatusCode::SERVICE_UNAVAILABLE, title: "Service Unavailable", detail: "the database is unavailable; retry later".into() };
+        }
+        Problem { status: StatusCode::INTERNAL_SERVER_ERROR, title: "Internal Server Error", detail: "internal error; the failure was logged".into() }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({"type": "about:blank", "title": self.title, "status": self.status.as_u16(), "detail": self.detail});
+        let mut response = (self.status, body.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"muster-admin\""));
+        }
+        response
+    }
+}
