@@ -401,7 +401,7 @@ mod tests {
     fn sql(rt: &ResourceType, f: &str) -> String {
         let mut qb = QueryBuilder::<Postgres>::new("select 1 from t r where true");
         push_filter(&mut qb, rt, &Filter::parse(f).unwrap()).unwrap();
-        qb.sql().to_string()
+        qb.sql().as_str().to_string()
     }
 
     #[test]

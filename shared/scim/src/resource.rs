@@ -112,9 +112,10 @@ fn check_schemas(rt: &ResourceType, obj: &Map<String, Value>) -> Result<(), Scim
         let s = s.as_str().ok_or_else(|| ScimError::invalid_syntax("'schemas' must hold strings"))?;
         if s.eq_ignore_ascii_case(rt.schema.id) {
             has_core = true;
-        } else if rt.extension(s).is_none() {
-            return Err(ScimError::invalid_value(format!("schema '{s}' is not supported for {}", rt.name)));
         }
+        // Other URNs are tolerated: Entra ID lists Microsoft's own group schema
+        // (http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group) without
+        // sending attributes under it. Attributes under an unknown URN are still refused.
     }
     if !has_core {
         return Err(ScimError::invalid_syntax(format!("'schemas' must list {}", rt.schema.id)));

@@ -1,0 +1,160 @@
+//! Users as Entra ID provisions them.
+
+use muster_testkit::scim::{patch_body, user_body};
+use muster_testkit::TestApp;
+use serde_json::json;
+
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const MUSTER: &str = "urn:ietf:params:scim:schemas:extension:muster:2.0:User";
+
+#[tokio::test]
+async fn entra_dialect_patch_is_accepted_as_entra_sends_it() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let manager = scim.create_user("boss@contoso.com").await;
+    let id = scim.create_user("ann@contoso.com").await;
+    let resp = scim
+        .patch(
+            &format!("/Users/{id}"),
+            &patch_body(json!([
+                {"op": "Replace", "path": "active", "value": "False"},
+                {"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": manager},
+                {"op": "Add", "path": "phoneNumbers[type eq \"work\"].value", "value": "(212) 575-1994 ext 3437"},
+                {"op": "Add", "path": "addresses[type eq \"work\"].country", "value": "US"},
+                {"op": "Replace", "path": format!("{MUSTER}:managerEmail"), "value": "boss@contoso.com"},
+                {"op": "replace", "value": {"displayName": "Ann L.", "name.givenName": "Ann", format!("{ENTERPRISE}:department"): "Sales"}},
+            ])),
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let user = &resp.body;
+    assert_eq!(user["active"], false);
+    assert_eq!(user[ENTERPRISE]["manager"]["value"], manager.as_str());
+    assert_eq!(user[ENTERPRISE]["department"], "Sales");
+    assert_eq!(user[MUSTER]["managerEmail"], "boss@contoso.com");
+    assert_eq!(user["phoneNumbers"], json!([{"type": "work", "value": "(212) 575-1994 ext 3437"}]));
+    assert_eq!(user["addresses"], json!([{"type": "work", "country": "US"}]));
+    assert_eq!(user["displayName"], "Ann L.");
+    let schemas = user["schemas"].as_array().unwrap();
+    assert!(schemas.contains(&json!(ENTERPRISE)) && schemas.contains(&json!(MUSTER)), "{schemas:?}");
+
+    // Removing the manager as Entra does leaves no manager behind.
+    let removed = scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Remove", "path": format!("{ENTERPRISE}:manager")}]))).await;
+    assert_eq!(removed.status, 200);
+    assert!(removed.body[ENTERPRISE].get("manager").is_none(), "{}", removed.text);
+}
+
+#[tokio::test]
+async fn deactivated_users_still_come_back_from_get_and_filters() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let id = scim.create_user("gone@contoso.com").await;
+    scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "active", "value": false}]))).await;
+    assert_eq!(scim.get(&format!("/Users/{id}")).await.body["active"], false);
+    let by_name = scim.list("Users", "userName eq \"GONE@contoso.com\"").await;
+    assert_eq!(by_name.body["totalResults"], 1);
+    let inactive = scim.list("Users", "active eq false").await;
+    assert_eq!(inactive.body["Resources"][0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn unchanged_patch_keeps_the_version_and_etag() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let id = scim.create_user("same@contoso.com").await;
+    let once = scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "title", "value": "Engineer"}]))).await;
+    assert_eq!(once.header("etag"), Some("W/\"2\""));
+    let again = scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "title", "value": "Engineer"}]))).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("etag"), Some("W/\"2\""), "Entra re-sends unchanged values each cycle");
+    let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox where entity_id = $1")
+        .bind(&id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 2, "create and one real change: no event for the no-op");
+}
+
+#[tokio::test]
+async fn every_write_commits_its_event_with_the_envelope() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let id = scim.create_user("evt@contoso.com").await;
+    scim.delete(&format!("/Users/{id}")).await;
+    let rows: Vec<(String, serde_json::Value, Option<String>)> =
+        sqlx::query_as("select routing_key, envelope, traceparent from scim.outbox order by id").fetch_all(&app.db.pool).await.unwrap();
+    let keys: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(keys, ["scim.user.upserted", "scim.user.deleted"]);
+    let envelope = &rows[1].1;
+    assert_eq!(envelope["kind"], "scim.user.deleted");
+    assert_eq!(envelope["entity_id"], id.as_str());
+    assert_eq!(envelope["tenant_id"], app.tenant.id.to_string());
+    assert_eq!(envelope["version"], 2);
+    assert!(rows[1].2.as_deref().is_some_and(|t| t.starts_with("00-") && t.len() == 55), "{:?}", rows[1].2);
+}
+
+#[tokio::test]
+async fn if_none_match_on_get_answers_304() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let id = scim.create_user("cache@contoso.com").await;
+    let resp = scim.send(reqwest::Method::GET, &format!("/Users/{id}"), None, &[("If-None-Match", "W/\"1\"")]).await;
+    assert_eq!(resp.status, 304);
+}
+
+#[tokio::test]
+async fn discovery_tells_what_is_supported() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim_as("no token needed");
+    let spc = scim.get("/ServiceProviderConfig").await;
+    assert_eq!(spc.status, 200);
+    assert_eq!(spc.body["patch"]["supported"], true);
+    assert_eq!(spc.body["bulk"]["supported"], false);
+    assert_eq!(spc.body["sort"]["supported"], false);
+    assert_eq!(spc.body["etag"]["supported"], true);
+    assert_eq!(spc.body["filter"]["maxResults"], 1000);
+    let schemas = scim.get("/Schemas").await;
+    let ids: Vec<&str> = schemas.body["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE, MUSTER, "urn:ietf:params:scim:schemas:core:2.0:Group"]);
+    let user_schema = scim.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await;
+    assert_eq!(user_schema.body["attributes"][0]["caseExact"], false);
+    let types = scim.get("/ResourceTypes").await;
+    assert_eq!(types.body["totalResults"], 2);
+    assert_eq!(scim.get("/ResourceTypes/User").await.body["schemaExtensions"][0]["schema"], ENTERPRISE);
+}
+
+#[tokio::test]
+async fn put_replaces_and_drops_what_is_not_sent() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let mut body = user_body("put@contoso.com");
+    body["title"] = json!("Engineer");
+    let id = scim.post("/Users", &body).await.body["id"].as_str().unwrap().to_string();
+    let replaced = scim.put(&format!("/Users/{id}"), &user_body("put@contoso.com")).await;
+    assert_eq!(replaced.status, 200);
+    assert!(replaced.body.get("title").is_none(), "{}", replaced.text);
+    assert_eq!(replaced.header("etag"), Some("W/\"2\""));
+}
+
+#[tokio::test]
+async fn pagination_is_clamped_and_counts_the_total() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    for i in 0..5 {
+        scim.create_user(&format!("p{i}@contoso.com")).await;
+    }
+    let page = scim.get("/Users?startIndex=0&count=2").await;
+    assert_eq!(page.body["startIndex"], 1);
+    assert_eq!(page.body["itemsPerPage"], 2);
+    assert_eq!(page.body["totalResults"], 5);
+    let count_only = scim.get("/Users?count=0").await;
+    assert_eq!(count_only.body["totalResults"], 5);
+    assert_eq!(count_only.body["Resources"], json!([]));
+    let past_end = scim.get("/Users?startIndex=10").await;
+    assert_eq!(past_end.body["totalResults"], 5);
+    let clamped = scim.get("/Users?count=100000").await;
+    assert_eq!(clamped.body["itemsPerPage"], 5);
+    let projected = scim.get("/Users?count=1&excludedAttributes=emails,name").await;
+    let first = &projected.body["Resources"][0];
+    assert!(first.get("emails").is_none() && first.get("name").is_none() && first.get("userName").is_some());
+}
