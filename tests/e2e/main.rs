@@ -1,1 +1,4 @@
+//! End to end: SCIM requests through the ingress, the outbox and the relay, out to queues on
+//! the real RabbitMQ. Each test has its own database and its own AMQP name prefix.
 
+mod relay;

@@ -1,0 +1,184 @@
+//! What leaves the system: every accepted SCIM write becomes an event on the exchange, with
+//! the envelope of DESIGN.md, once, in order, whatever the broker does meanwhile.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use muster_contracts::Names;
+use muster_contracts::topology::NORMALIZER;
+use muster_relay::{Relay, RelayOptions};
+use muster_testkit::broker::{Probe, broker_url, test_amqp};
+use muster_testkit::proxy::TcpProxy;
+use muster_testkit::scim::{patch_body, user_body};
+use muster_testkit::{TestApp, eventually};
+use serde_json::json;
+
+fn options() -> RelayOptions {
+    RelayOptions { batch_size: 100, idle_poll_ms: 20, confirm_timeout_ms: 5000, retention_hours: 24 }
+}
+
+fn start_relay(app: &TestApp, amqp: &muster_infra::config::AmqpSettings) -> Relay {
+    let relay = Relay::new(app.db.pool.clone(), amqp.clone(), options());
+    tokio::spawn(relay.clone().run(app.shutdown_token()));
+    relay
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
+    let app = TestApp::spawn().await;
+    let amqp = test_amqp(&broker_url());
+    let names = Names::new(amqp.prefix.clone());
+    let mut probe = Probe::bind(&names, "scim.#").await.unwrap();
+    start_relay(&app, &amqp);
+    let scim = app.scim();
+
+    let user = scim.create_user("ann@contoso.com").await;
+    let received = probe.next(WAIT).await.expect("the user's event");
+    assert_eq!(received.routing_key, "scim.user.upserted");
+    let e = &received.body;
+    assert_eq!(e["kind"], "scim.user.upserted");
+    assert_eq!(e["tenant_id"], app.tenant.id.to_string());
+    assert_eq!(e["entity_id"], user.as_str());
+    assert_eq!(e["version"], 1);
+    assert!(e["occurred_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(received.message_id.as_deref(), e["event_id"].as_str(), "message id is the event id, for dedup");
+    let stored: Option<String> = sqlx::query_scalar("select traceparent from scim.outbox where event_id::text = $1")
+        .bind(e["event_id"].as_str().unwrap())
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(received.traceparent.is_some(), "every message carries a traceparent");
+    assert_eq!(received.traceparent, stored);
+
+    let group = scim.create_group("Sales").await;
+    scim.patch(&format!("/Groups/{group}"), &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}]}]))).await;
+    let upserted = probe.next(WAIT).await.expect("group upserted");
+    assert_eq!(upserted.routing_key, "scim.group.upserted");
+    let changed = probe.next(WAIT).await.expect("members changed");
+    assert_eq!(changed.routing_key, "scim.group.members_changed");
+    assert_eq!(changed.body["version"], 2);
+    assert_eq!(changed.body["data"], json!({"added": [user], "removed": []}));
+
+    scim.delete(&format!("/Users/{user}")).await;
+    let first = probe.next(WAIT).await.expect("membership removal");
+    let second = probe.next(WAIT).await.expect("user deleted");
+    assert_eq!((first.routing_key.as_str(), second.routing_key.as_str()), ("scim.group.members_changed", "scim.user.deleted"));
+    assert_eq!(second.body["version"], 2);
+
+    // Published rows are marked (right after their confirms), so nothing is sent twice.
+    eventually(WAIT, "every row marked published", || async {
+        let pending: i64 =
+            sqlx::query_scalar("select count(*) from scim.outbox where published_at is null").fetch_one(&app.db.pool).await.ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+    assert!(probe.next(Duration::from_millis(300)).await.is_none());
+    probe.teardown(&names).await;
+}
+
+#[tokio::test]
+async fn writes_made_while_the_broker_is_unreachable_are_published_when_it_returns() {
+    let app = TestApp::spawn().await;
+    let upstream: SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = TcpProxy::start(upstream).await.unwrap();
+    let direct = test_amqp(&broker_url());
+    let names = Names::new(direct.prefix.clone());
+    let mut probe = Probe::bind(&names, "scim.user.*").await.unwrap();
+    let mut via_proxy = direct.clone();
+    via_proxy.url = format!("amqp://guest:guest@{}/%2f", proxy.addr).into();
+    let relay = start_relay(&app, &via_proxy);
+    eventually(WAIT, "the relay to connect", || async { relay.health().is_connected().then_some(()) }).await;
+
+    proxy.cut();
+    let scim = app.scim();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let resp = scim.post("/Users", &user_body(&format!("offline{i}@contoso.com"))).await;
+        assert_eq!(resp.status, 201, "SCIM writes succeed while the broker is away");
+        ids.push(resp.body["id"].as_str().unwrap().to_string());
+    }
+    eventually(WAIT, "the relay to notice the outage", || async { (!relay.health().is_connected()).then_some(()) }).await;
+    assert!(probe.next(Duration::from_millis(500)).await.is_none(), "nothing can be published during the outage");
+    let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(pending, 3);
+
+    proxy.restore();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = probe.next(Duration::from_secs(30)).await.expect("published after the broker returned");
+        got.push(m.body["entity_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, ids, "in the order they were accepted");
+    assert!(relay.health().is_connected());
+    probe.teardown(&names).await;
+}
+
+#[tokio::test]
+async fn an_unroutable_event_stays_pending_until_a_queue_is_bound() {
+    let app = TestApp::spawn().await;
+    let amqp = test_amqp(&broker_url());
+    let names = Names::new(amqp.prefix.clone());
+    let probe = Probe::bind(&names, "nothing.routes.here").await.unwrap();
+    let relay = start_relay(&app, &amqp);
+    eventually(WAIT, "the relay to connect", || async { relay.health().is_connected().then_some(()) }).await;
+    // Only the normalizer binds scim.user.*: without it the event has nowhere to go.
+    probe.channel.queue_delete(names.queue(&NORMALIZER).as_str().into(), Default::default()).await.unwrap();
+
+    let user = app.scim().create_user("lost@contoso.com").await;
+    let error: String = eventually(WAIT, "the relay to record the failure", || async {
+        sqlx::query_scalar::<_, Option<String>>("select last_error from scim.outbox where entity_id = $1 and published_at is null")
+            .bind(&user)
+            .fetch_optional(&app.db.pool)
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+    })
+    .await;
+    assert!(error.contains("unroutable"), "{error}");
+
+    muster_infra::amqp::declare_worker_queue(&probe.channel, &names, &NORMALIZER).await.unwrap();
+    eventually(WAIT, "the event to be published once routable", || async {
+        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
+            .fetch_one(&app.db.pool)
+            .await
+            .ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+    let queued = probe
+        .channel
+        .queue_declare(
+            names.queue(&NORMALIZER).as_str().into(),
+            lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.message_count(), 1);
+    probe.teardown(&names).await;
+}
+
+#[tokio::test]
+async fn two_relay_replicas_publish_each_event_once_in_order() {
+    let app = TestApp::spawn().await;
+    let amqp = test_amqp(&broker_url());
+    let names = Names::new(amqp.prefix.clone());
+    let mut probe = Probe::bind(&names, "scim.user.*").await.unwrap();
+    start_relay(&app, &amqp);
+    start_relay(&app, &amqp);
+    let scim = app.scim();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(scim.create_user(&format!("r{i}@contoso.com")).await);
+    }
+    let mut got = Vec::new();
+    for _ in 0..40 {
+        got.push(probe.next(WAIT).await.expect("an event").body["entity_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(got, ids);
+    assert!(probe.next(Duration::from_millis(500)).await.is_none(), "no duplicates");
+    probe.teardown(&names).await;
+}
