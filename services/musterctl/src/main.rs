@@ -63,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         muster_infra::config::load_layers(&[muster_ingress::SCIM_DEFAULTS, muster_relay::RELAY_DEFAULTS])?;
     match cli.command {
         Command::Migrate => {
+            muster_infra::db::ensure_database(&settings.database).await?;
             let pool = muster_infra::db::pool(&settings.database)?;
             muster_infra::db::migrate(&pool).await?;
             println!("{}", serde_json::json!({"migrated": true}));

@@ -11,6 +11,7 @@ use crate::{CtlSettings, UpArgs};
 pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
     let _telemetry = muster_infra::telemetry::init("muster", &settings.telemetry)?;
     let shutdown = muster_infra::shutdown::on_signals();
+    muster_infra::db::ensure_database(&settings.database).await?;
     let pool = muster_infra::db::pool(&settings.database)?;
     muster_infra::db::migrate(&pool).await?;
     declare_topology(&settings).await;

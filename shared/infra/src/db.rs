@@ -28,6 +28,18 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
         .connect_lazy_with(connect_options(settings)?))
 }
 
+/// Creates the configured database if it does not exist yet, so a fresh PostgreSQL needs no
+/// manual step before `musterctl migrate` or `musterctl up`.
+pub async fn ensure_database(settings: &DatabaseSettings) -> anyhow::Result<()> {
+    use sqlx::migrate::MigrateDatabase;
+    let url = settings.url.expose_secret();
+    if !sqlx::Postgres::database_exists(url).await.context("checking that the database exists")? {
+        sqlx::Postgres::create_database(url).await.context("creating the database")?;
+        tracing::info!("created the database");
+    }
+    Ok(())
+}
+
 /// Applies every pending migration.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying database migrations")
