@@ -53,7 +53,11 @@ async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
     assert_eq!(received.traceparent, stored);
 
     let group = scim.create_group("Sales").await;
-    scim.patch(&format!("/Groups/{group}"), &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}]}]))).await;
+    scim.patch(
+        &format!("/Groups/{group}"),
+        &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}]}])),
+    )
+    .await;
     let upserted = probe.next(WAIT).await.expect("group upserted");
     assert_eq!(upserted.routing_key, "scim.group.upserted");
     let changed = probe.next(WAIT).await.expect("members changed");
@@ -64,13 +68,18 @@ async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
     scim.delete(&format!("/Users/{user}")).await;
     let first = probe.next(WAIT).await.expect("membership removal");
     let second = probe.next(WAIT).await.expect("user deleted");
-    assert_eq!((first.routing_key.as_str(), second.routing_key.as_str()), ("scim.group.members_changed", "scim.user.deleted"));
+    assert_eq!(
+        (first.routing_key.as_str(), second.routing_key.as_str()),
+        ("scim.group.members_changed", "scim.user.deleted")
+    );
     assert_eq!(second.body["version"], 2);
 
     // Published rows are marked (right after their confirms), so nothing is sent twice.
     eventually(WAIT, "every row marked published", || async {
-        let pending: i64 =
-            sqlx::query_scalar("select count(*) from scim.outbox where published_at is null").fetch_one(&app.db.pool).await.ok()?;
+        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
+            .fetch_one(&app.db.pool)
+            .await
+            .ok()?;
         (pending == 0).then_some(())
     })
     .await;
@@ -99,9 +108,13 @@ async fn writes_made_while_the_broker_is_unreachable_are_published_when_it_retur
         assert_eq!(resp.status, 201, "SCIM writes succeed while the broker is away");
         ids.push(resp.body["id"].as_str().unwrap().to_string());
     }
-    eventually(WAIT, "the relay to notice the outage", || async { (!relay.health().is_connected()).then_some(()) }).await;
+    eventually(WAIT, "the relay to notice the outage", || async { (!relay.health().is_connected()).then_some(()) })
+        .await;
     assert!(probe.next(Duration::from_millis(500)).await.is_none(), "nothing can be published during the outage");
-    let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null").fetch_one(&app.db.pool).await.unwrap();
+    let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
     assert_eq!(pending, 3);
 
     proxy.restore();
@@ -128,13 +141,15 @@ async fn an_unroutable_event_stays_pending_until_a_queue_is_bound() {
 
     let user = app.scim().create_user("lost@contoso.com").await;
     let error: String = eventually(WAIT, "the relay to record the failure", || async {
-        sqlx::query_scalar::<_, Option<String>>("select last_error from scim.outbox where entity_id = $1 and published_at is null")
-            .bind(&user)
-            .fetch_optional(&app.db.pool)
-            .await
-            .ok()
-            .flatten()
-            .flatten()
+        sqlx::query_scalar::<_, Option<String>>(
+            "select last_error from scim.outbox where entity_id = $1 and published_at is null",
+        )
+        .bind(&user)
+        .fetch_optional(&app.db.pool)
+        .await
+        .ok()
+        .flatten()
+        .flatten()
     })
     .await;
     assert!(error.contains("unroutable"), "{error}");

@@ -65,7 +65,10 @@ async fn require_admin(State(pool): State<PgPool>, mut req: Request, next: Next)
 }
 
 /// `GET /api/v1/tenant`: the company the token belongs to.
-async fn get_tenant(State(pool): State<PgPool>, Extension(AdminTenant(tenant)): Extension<AdminTenant>) -> Result<Response, Problem> {
+async fn get_tenant(
+    State(pool): State<PgPool>,
+    Extension(AdminTenant(tenant)): Extension<AdminTenant>,
+) -> Result<Response, Problem> {
     let found = tenancy::find_tenant(&pool, tenant).await?.ok_or_else(|| Problem::not_found("tenant not found"))?;
     Ok(Json(json!({
         "id": found.id,

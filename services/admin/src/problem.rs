@@ -27,19 +27,30 @@ impl From<sqlx::Error> for Problem {
     fn from(err: sqlx::Error) -> Self {
         tracing::error!(error = %err, "database error");
         if muster_infra::db::is_unavailable(&err) {
-            return Problem { status: StatusCode::SERVICE_UNAVAILABLE, title: "Service Unavailable", detail: "the database is unavailable; retry later".into() };
+            return Problem {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                title: "Service Unavailable",
+                detail: "the database is unavailable; retry later".into(),
+            };
         }
-        Problem { status: StatusCode::INTERNAL_SERVER_ERROR, title: "Internal Server Error", detail: "internal error; the failure was logged".into() }
+        Problem {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            title: "Internal Server Error",
+            detail: "internal error; the failure was logged".into(),
+        }
     }
 }
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({"type": "about:blank", "title": self.title, "status": self.status.as_u16(), "detail": self.detail});
+        let body =
+            json!({"type": "about:blank", "title": self.title, "status": self.status.as_u16(), "detail": self.detail});
         let mut response = (self.status, body.to_string()).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"muster-admin\""));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"muster-admin\""));
         }
         response
     }

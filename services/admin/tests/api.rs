@@ -1,4 +1,5 @@
 //! The admin API's authentication and error form.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::net::SocketAddr;
 
@@ -11,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 async fn the_admin_token_reads_its_tenant_and_other_tokens_get_a_problem_document() {
     let db = TestDb::create().await;
     let tenant = db.create_tenant("Contoso", "contoso.com").await;
-    let settings = Settings { database: db.settings(), http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 0)) }, telemetry: test_telemetry() };
+    let settings = Settings {
+        database: db.settings(),
+        http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 0)) },
+        telemetry: test_telemetry(),
+    };
     let admin = Admin::bind(&settings, db.pool.clone()).await.unwrap();
     let base = format!("http://{}", admin.local_addr().unwrap());
     let shutdown = CancellationToken::new();

@@ -40,14 +40,15 @@ pub async fn require_tenant(State(state): State<AppState>, mut req: Request, nex
     };
     if let Err(retry_after) = state.limiter.check(tenant) {
         metrics::counter!("scim_requests_throttled_total").increment(1);
-        let mut response =
-            ApiError(ScimError::too_many_requests("request rate over this tenant's limit; retry later")).into_response();
+        let mut response = ApiError(ScimError::too_many_requests("request rate over this tenant's limit; retry later"))
+            .into_response();
         if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         return response;
     }
-    let span = tracing::info_span!("scim_request", tenant_id = %tenant, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("scim_request", tenant_id = %tenant, method = %req.method(), path = %req.uri().path());
     if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
         muster_infra::telemetry::continue_trace(&span, tp);
     }
@@ -68,7 +69,11 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `per_second` sustained, `burst` at once.
     pub fn new(per_second: u32, burst: u32) -> Self {
-        RateLimiter { per_second: f64::from(per_second.max(1)), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            per_second: f64::from(per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token for `tenant`, or says in how many whole seconds one will be there.

@@ -28,7 +28,8 @@ impl FromRequest<AppState> for ScimBody {
             }
         }
         let limit = state.scim.max_body_bytes;
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        if let Some(len) =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
             && len > limit
         {
             return Err(ScimError::payload_too_large(format!("the body is over the {limit}-byte limit")).into());
@@ -62,13 +63,12 @@ pub fn check_if_match(headers: &HeaderMap, version: i64) -> Result<(), ApiError>
 
 /// Whether `If-None-Match` names `version` (a GET may then answer 304).
 pub fn none_match(headers: &HeaderMap, version: i64) -> bool {
-    headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|raw| raw.split(',').any(|t| {
+    headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|raw| {
+        raw.split(',').any(|t| {
             let t = t.trim().trim_start_matches("W/").trim_matches('"');
             t == "*" || t == version.to_string()
-        }))
+        })
+    })
 }
 
 /// The public base URL of the SCIM API (`…/scim/v2`), for `meta.location`.

@@ -112,7 +112,9 @@ impl Compiler<'_> {
             return Err(ScimError::invalid_filter(format!("'{path}' is not a multi-valued complex attribute")));
         }
         let alias = self.alias();
-        qb.push(format!("exists (select 1 from jsonb_array_elements(coalesce({json}, '[]'::jsonb)) as {alias}(v) where "));
+        qb.push(format!(
+            "exists (select 1 from jsonb_array_elements(coalesce({json}, '[]'::jsonb)) as {alias}(v) where "
+        ));
         self.push(qb, inner, Scope::Element { alias: &alias, attribute })?;
         qb.push(")");
         Ok(())
@@ -152,7 +154,9 @@ impl Compiler<'_> {
         match scope {
             Scope::Membership { alias, column } => {
                 return match path.attr.to_ascii_lowercase().as_str() {
-                    "value" if path.sub.is_none() => Ok(simple(format!("{alias}.{column}::text"), AttrType::String, true)),
+                    "value" if path.sub.is_none() => {
+                        Ok(simple(format!("{alias}.{column}::text"), AttrType::String, true))
+                    }
                     "type" if path.sub.is_none() && column == "member_id" => {
                         Ok(simple(format!("{alias}.member_type"), AttrType::String, false))
                     }
@@ -160,16 +164,14 @@ impl Compiler<'_> {
                 };
             }
             Scope::Element { alias, attribute } => {
-                let sub = attribute
-                    .sub(&path.attr)
-                    .filter(|_| path.sub.is_none() && path.urn.is_none())
-                    .ok_or_else(|| ScimError::invalid_filter(format!("'{}' has no sub-attribute '{path}'", attribute.name)))?;
+                let sub = attribute.sub(&path.attr).filter(|_| path.sub.is_none() && path.urn.is_none()).ok_or_else(
+                    || ScimError::invalid_filter(format!("'{}' has no sub-attribute '{path}'", attribute.name)),
+                )?;
                 return Ok(simple(format!("({alias}.v ->> '{}')", sub.name), sub.ty, sub.case_exact));
             }
             Scope::Resource => {}
         }
-        let core = path.urn.is_none()
-            || path.urn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(self.rt.schema.id));
+        let core = path.urn.is_none() || path.urn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(self.rt.schema.id));
         if core {
             let attr = path.attr.to_ascii_lowercase();
             let sub = path.sub.as_deref().map(str::to_ascii_lowercase);
@@ -177,12 +179,16 @@ impl Compiler<'_> {
                 ("id", None, _) => return Ok(simple("r.id".into(), AttrType::String, true)),
                 ("externalid", None, _) => return Ok(simple("r.external_id".into(), AttrType::String, true)),
                 ("meta", Some("created"), _) => return Ok(simple("r.created_at".into(), AttrType::DateTime, true)),
-                ("meta", Some("lastmodified"), _) => return Ok(simple("r.updated_at".into(), AttrType::DateTime, true)),
+                ("meta", Some("lastmodified"), _) => {
+                    return Ok(simple("r.updated_at".into(), AttrType::DateTime, true));
+                }
                 ("meta", Some("resourcetype"), _) => {
                     return Ok(simple(format!("'{}'::text", self.rt.name), AttrType::String, true));
                 }
                 ("meta", _, _) => return Err(ScimError::invalid_filter(format!("'{path}' cannot be filtered on"))),
-                ("username", None, ResourceKind::User) => return Ok(simple("r.user_name".into(), AttrType::String, false)),
+                ("username", None, ResourceKind::User) => {
+                    return Ok(simple("r.user_name".into(), AttrType::String, false));
+                }
                 ("active", None, ResourceKind::User) => return Ok(simple("r.active".into(), AttrType::Boolean, true)),
                 ("displayname", None, ResourceKind::Group) => {
                     return Ok(simple("r.display_name".into(), AttrType::String, false));
@@ -242,7 +248,12 @@ impl Compiler<'_> {
         })
     }
 
-    fn push_leaf(&mut self, qb: &mut QueryBuilder<Postgres>, operand: &Operand, comparison: Option<(CompareOp, &Value)>) -> Result<(), ScimError> {
+    fn push_leaf(
+        &mut self,
+        qb: &mut QueryBuilder<Postgres>,
+        operand: &Operand,
+        comparison: Option<(CompareOp, &Value)>,
+    ) -> Result<(), ScimError> {
         let negate = matches!(comparison, Some((CompareOp::Ne, _)));
         // For a multi-valued attribute `ne` means "no value equals" (RFC 7644 §3.4.2.2).
         let per_value = match comparison {
@@ -284,7 +295,11 @@ fn escape_like(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-fn push_comparison(qb: &mut QueryBuilder<Postgres>, operand: &Operand, comparison: Option<(CompareOp, &Value)>) -> Result<(), ScimError> {
+fn push_comparison(
+    qb: &mut QueryBuilder<Postgres>,
+    operand: &Operand,
+    comparison: Option<(CompareOp, &Value)>,
+) -> Result<(), ScimError> {
     let sql = &operand.sql;
     let Some((op, value)) = comparison else {
         qb.push(match operand.ty {
@@ -334,7 +349,8 @@ fn push_comparison(qb: &mut QueryBuilder<Postgres>, operand: &Operand, compariso
             if !is_date_time(s) {
                 return Err(ScimError::invalid_filter(format!("'{s}' is not an xsd:dateTime")));
             }
-            let sym = ordering_symbol(op).ok_or_else(|| ScimError::invalid_filter("dateTimes take eq ne gt ge lt le"))?;
+            let sym =
+                ordering_symbol(op).ok_or_else(|| ScimError::invalid_filter("dateTimes take eq ne gt ge lt le"))?;
             let lhs = if sql.ends_with("_at") { sql.clone() } else { format!("({sql})::timestamptz") };
             qb.push(format!("({lhs} {sym} ")).push_bind(s.clone()).push("::timestamptz)");
         }
@@ -359,8 +375,15 @@ fn push_comparison(qb: &mut QueryBuilder<Postgres>, operand: &Operand, compariso
     Ok(())
 }
 
-fn push_string(qb: &mut QueryBuilder<Postgres>, sql: &str, case_exact: bool, op: CompareOp, s: &str) -> Result<(), ScimError> {
-    let (lhs, open, close) = if case_exact { (sql.to_string(), "", "") } else { (format!("lower({sql})"), "lower(", ")") };
+fn push_string(
+    qb: &mut QueryBuilder<Postgres>,
+    sql: &str,
+    case_exact: bool,
+    op: CompareOp,
+    s: &str,
+) -> Result<(), ScimError> {
+    let (lhs, open, close) =
+        if case_exact { (sql.to_string(), "", "") } else { (format!("lower({sql})"), "lower(", ")") };
     match op {
         CompareOp::Co | CompareOp::Sw | CompareOp::Ew => {
             let pattern = match op {
@@ -406,7 +429,10 @@ mod tests {
 
     #[test]
     fn user_name_eq_uses_the_indexed_expression() {
-        assert_eq!(sql(user_type(), r#"userName eq "A""#), "select 1 from t r where true and ((lower(r.user_name) = lower($1)))");
+        assert_eq!(
+            sql(user_type(), r#"userName eq "A""#),
+            "select 1 from t r where true and ((lower(r.user_name) = lower($1)))"
+        );
     }
 
     #[test]
@@ -421,7 +447,13 @@ mod tests {
 
     #[test]
     fn unknown_attributes_and_wrong_types_are_invalid_filters() {
-        for f in [r#"shoeSize eq "9""#, "userName eq true", r#"active eq "yes""#, r#"meta.created gt "yesterday""#, r#"emails[nope eq "x"]"#] {
+        for f in [
+            r#"shoeSize eq "9""#,
+            "userName eq true",
+            r#"active eq "yes""#,
+            r#"meta.created gt "yesterday""#,
+            r#"emails[nope eq "x"]"#,
+        ] {
             let mut qb = QueryBuilder::<Postgres>::new("");
             let err = push_filter(&mut qb, user_type(), &Filter::parse(f).unwrap()).unwrap_err();
             assert_eq!(err.scim_type, Some(muster_scim::ScimType::InvalidFilter), "{f}");

@@ -39,7 +39,13 @@ fn text(doc: &Value, key: &str) -> Option<String> {
 }
 
 /// Inserts a new resource at version 1.
-pub async fn insert(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
+pub async fn insert(
+    conn: &mut PgConnection,
+    kind: ResourceKind,
+    tenant: Uuid,
+    id: Uuid,
+    doc: &Value,
+) -> sqlx::Result<ResourceRow> {
     match kind {
         ResourceKind::User => {
             sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
@@ -72,7 +78,13 @@ pub async fn insert(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, i
 }
 
 /// Replaces a resource's document and bumps its version.
-pub async fn update(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
+pub async fn update(
+    conn: &mut PgConnection,
+    kind: ResourceKind,
+    tenant: Uuid,
+    id: Uuid,
+    doc: &Value,
+) -> sqlx::Result<ResourceRow> {
     match kind {
         ResourceKind::User => {
             sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
@@ -120,22 +132,34 @@ pub async fn touch(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id
 
 /// Reads a resource; with `lock`, holds its row until the transaction ends, so concurrent
 /// writers of one resource (e.g. membership PATCHes of one group) apply one after another.
-pub async fn find(executor: impl PgExecutor<'_>, kind: ResourceKind, tenant: Uuid, id: Uuid, lock: bool) -> sqlx::Result<Option<ResourceRow>> {
+pub async fn find(
+    executor: impl PgExecutor<'_>,
+    kind: ResourceKind,
+    tenant: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> sqlx::Result<Option<ResourceRow>> {
     let suffix = if lock { " for update" } else { "" };
-    sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!("select {COLUMNS} from {} where tenant_id = $1 and id = $2{suffix}", table(kind))))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(executor)
-        .await
+    sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+        "select {COLUMNS} from {} where tenant_id = $1 and id = $2{suffix}",
+        table(kind)
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(executor)
+    .await
 }
 
 /// Deletes a resource; returns the version it had.
 pub async fn delete(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!("delete from {} where tenant_id = $1 and id = $2 returning version", table(kind))))
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+        "delete from {} where tenant_id = $1 and id = $2 returning version",
+        table(kind)
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// One page of a filtered list, in creation order, and the total number of matches.
@@ -170,7 +194,8 @@ pub async fn list(
         }
     }
     // No rows on this page (or count=0): the total still has to be told.
-    let mut qb = QueryBuilder::<Postgres>::new(format!("select count(*) from {} r where r.tenant_id = ", table(rt.kind)));
+    let mut qb =
+        QueryBuilder::<Postgres>::new(format!("select count(*) from {} r where r.tenant_id = ", table(rt.kind)));
     condition(&mut qb)?;
     let total: i64 = qb.build_query_scalar().fetch_one(&mut *conn).await?;
     Ok((Vec::new(), total))
@@ -186,7 +211,11 @@ pub struct MemberRow {
 }
 
 /// The members of each of `groups`.
-pub async fn members_of(executor: impl PgExecutor<'_>, tenant: Uuid, groups: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Vec<MemberRow>>> {
+pub async fn members_of(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+    groups: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, Vec<MemberRow>>> {
     let rows = sqlx::query_as::<_, MemberRow>(
         "select gm.group_id, gm.member_id, gm.member_type,
                 coalesce(u.resource ->> 'displayName', u.user_name, g.display_name) as display
@@ -208,7 +237,11 @@ pub async fn members_of(executor: impl PgExecutor<'_>, tenant: Uuid, groups: &[U
 }
 
 /// The groups each of `users` belongs to (the read-only `groups` attribute).
-pub async fn groups_of(executor: impl PgExecutor<'_>, tenant: Uuid, users: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Vec<(Uuid, String)>>> {
+pub async fn groups_of(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+    users: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, Vec<(Uuid, String)>>> {
     let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
         "select gm.member_id, g.id, g.display_name from scim.group_members gm
          join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
@@ -226,7 +259,11 @@ pub async fn groups_of(executor: impl PgExecutor<'_>, tenant: Uuid, users: &[Uui
 }
 
 /// Which of `ids` exist in the tenant, with their type (`User` or `Group`).
-pub async fn existing_members(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid]) -> sqlx::Result<HashMap<Uuid, &'static str>> {
+pub async fn existing_members(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    ids: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, &'static str>> {
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
         "select id, true from scim.users where tenant_id = $1 and id = any($2)
          union all
@@ -240,7 +277,12 @@ pub async fn existing_members(conn: &mut PgConnection, tenant: Uuid, ids: &[Uuid
 }
 
 /// Adds memberships; returns the ids that were not members before.
-pub async fn add_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, members: &[(Uuid, &str)]) -> sqlx::Result<Vec<Uuid>> {
+pub async fn add_members(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    group: Uuid,
+    members: &[(Uuid, &str)],
+) -> sqlx::Result<Vec<Uuid>> {
     if members.is_empty() {
         return Ok(Vec::new());
     }
@@ -260,7 +302,12 @@ pub async fn add_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, mem
 }
 
 /// Removes memberships (all of them when `ids` is `None`); returns the ids removed.
-pub async fn remove_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, ids: Option<&[Uuid]>) -> sqlx::Result<Vec<Uuid>> {
+pub async fn remove_members(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    group: Uuid,
+    ids: Option<&[Uuid]>,
+) -> sqlx::Result<Vec<Uuid>> {
     match ids {
         Some([]) => Ok(Vec::new()),
         Some(ids) => {
@@ -285,7 +332,11 @@ pub async fn remove_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, 
 
 /// Removes `member` from every group it belongs to (it is being deleted) and bumps those
 /// groups' versions; returns each group's new version.
-pub async fn remove_from_all_groups(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<Vec<(Uuid, i64)>> {
+pub async fn remove_from_all_groups(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    member: Uuid,
+) -> sqlx::Result<Vec<(Uuid, i64)>> {
     sqlx::query_as::<_, (Uuid, i64)>(
         "with removed as (
              delete from scim.group_members where tenant_id = $1 and member_id = $2 returning group_id

@@ -84,13 +84,17 @@ pub async fn token(database: &DatabaseSettings, cmd: TokenCommand) -> anyhow::Re
     let pool = muster_infra::db::pool(database)?;
     match cmd {
         TokenCommand::Create { tenant, kind, name } => {
-            let kind = TokenKind::parse(&kind).with_context(|| format!("--kind must be scim or admin, not '{kind}'"))?;
+            let kind =
+                TokenKind::parse(&kind).with_context(|| format!("--kind must be scim or admin, not '{kind}'"))?;
             let mut conn = pool.acquire().await.context("connecting to the database")?;
             if tenancy::find_tenant(&mut *conn, tenant).await?.is_none() {
                 bail!("no tenant {tenant}");
             }
             let (info, token) = tenancy::issue_token(&mut conn, tenant, kind, &name).await?;
-            println!("{}", json!({"token_id": info.id, "tenant_id": tenant, "kind": info.kind, "name": info.name, "token": token}));
+            println!(
+                "{}",
+                json!({"token_id": info.id, "tenant_id": tenant, "kind": info.kind, "name": info.name, "token": token})
+            );
         }
         TokenCommand::List { tenant } => {
             let tokens = tenancy::list_tokens(&pool, tenant).await?;

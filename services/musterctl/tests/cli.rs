@@ -1,4 +1,5 @@
 //! musterctl as an operator runs it: against a real PostgreSQL, printing JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::process::Command;
 
@@ -39,13 +40,17 @@ fn migrate_creates_the_database_then_tenants_and_tokens_rotate() {
     assert!(tenant["scim_token"].as_str().unwrap().starts_with("mst_scim_"));
     assert!(tenant["admin_token"].as_str().unwrap().starts_with("mst_admin_"));
 
-    let (ok, created, err) = musterctl(&db, &["token", "create", "--tenant", &tenant_id, "--kind", "scim", "--name", "2027 rotation"]);
+    let (ok, created, err) =
+        musterctl(&db, &["token", "create", "--tenant", &tenant_id, "--kind", "scim", "--name", "2027 rotation"]);
     assert!(ok, "{err}");
     assert_ne!(created["token"], tenant["scim_token"]);
     let (_, listed, _) = musterctl(&db, &["token", "list", "--tenant", &tenant_id]);
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 3);
-    assert!(listed.iter().all(|t| t.get("token").is_none() && t.get("token_hash").is_none()), "secrets are never listed");
+    assert!(
+        listed.iter().all(|t| t.get("token").is_none() && t.get("token_hash").is_none()),
+        "secrets are never listed"
+    );
 
     let old = tenant["scim_token_id"].as_str().unwrap();
     let (ok, revoked, err) = musterctl(&db, &["token", "revoke", "--tenant", &tenant_id, "--token-id", old]);
@@ -55,6 +60,9 @@ fn migrate_creates_the_database_then_tenants_and_tokens_rotate() {
     let (ok, _, err) = musterctl(&db, &["tenant", "create", "--name", "Bad", "--domain", "not a domain"]);
     assert!(!ok);
     assert!(err.contains("not a valid e-mail domain"), "{err}");
-    let (ok, _, err) = musterctl(&db, &["token", "revoke", "--tenant", &tenant_id, "--token-id", "01a2183d-ac34-757d-b463-9600941d7138"]);
+    let (ok, _, err) = musterctl(
+        &db,
+        &["token", "revoke", "--tenant", &tenant_id, "--token-id", "01a2183d-ac34-757d-b463-9600941d7138"],
+    );
     assert!(!ok && err.contains("has no token"), "{err}");
 }

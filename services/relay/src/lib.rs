@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 use muster_contracts::Names;
 use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
@@ -206,11 +206,18 @@ impl Relay {
         let exchange = self.names.events_exchange();
         let mut confirms = Vec::with_capacity(rows.len());
         for row in &rows {
-            let properties = muster_infra::amqp::event_properties(&row.event_id.to_string(), row.traceparent.as_deref());
+            let properties =
+                muster_infra::amqp::event_properties(&row.event_id.to_string(), row.traceparent.as_deref());
             // mandatory: a message no queue is bound for comes back instead of vanishing.
             let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
             let confirm = channel
-                .basic_publish(exchange.as_str().into(), row.routing_key.as_str().into(), options, row.payload.as_bytes(), properties)
+                .basic_publish(
+                    exchange.as_str().into(),
+                    row.routing_key.as_str().into(),
+                    options,
+                    row.payload.as_bytes(),
+                    properties,
+                )
                 .await?;
             confirms.push(confirm);
         }
@@ -223,9 +230,10 @@ impl Relay {
         for (row, confirmation) in rows.iter().zip(confirmations) {
             let outcome = match confirmation? {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Outcome::Published,
-                Confirmation::Ack(Some(returned)) => {
-                    Outcome::Failed(format!("unroutable: no queue bound for '{}' ({})", row.routing_key, returned.reply_text))
-                }
+                Confirmation::Ack(Some(returned)) => Outcome::Failed(format!(
+                    "unroutable: no queue bound for '{}' ({})",
+                    row.routing_key, returned.reply_text
+                )),
                 Confirmation::Nack(_) => Outcome::Failed("nacked by the broker".into()),
             };
             match outcome {
@@ -277,8 +285,9 @@ impl Relay {
         if let Err(err) = deleted {
             tracing::warn!(error = %err, "outbox cleanup failed");
         }
-        if let Ok(pending) =
-            sqlx::query_scalar::<_, i64>("select count(*) from scim.outbox where published_at is null").fetch_one(&self.pool).await
+        if let Ok(pending) = sqlx::query_scalar::<_, i64>("select count(*) from scim.outbox where published_at is null")
+            .fetch_one(&self.pool)
+            .await
         {
             metrics::gauge!("outbox_pending").set(pending as f64);
         }

@@ -102,8 +102,22 @@ pub struct EventEnvelope {
 
 impl EventEnvelope {
     /// A new event with a fresh time-ordered id.
-    pub fn new(tenant_id: Uuid, kind: EventKind, entity_id: impl Into<String>, version: i64, occurred_at: DateTime<Utc>) -> Self {
-        EventEnvelope { event_id: Uuid::now_v7(), tenant_id, kind, entity_id: entity_id.into(), version, occurred_at, data: None }
+    pub fn new(
+        tenant_id: Uuid,
+        kind: EventKind,
+        entity_id: impl Into<String>,
+        version: i64,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        EventEnvelope {
+            event_id: Uuid::now_v7(),
+            tenant_id,
+            kind,
+            entity_id: entity_id.into(),
+            version,
+            occurred_at,
+            data: None,
+        }
     }
 
     /// The same event with kind-specific data.

@@ -1,4 +1,5 @@
 //! Each event fixture round-trips: a changed fixture is a contract change.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use muster_contracts::events::MembersChanged;
 use muster_contracts::{EventEnvelope, EventKind};

@@ -7,8 +7,8 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use muster_contracts::{Names, WorkerQueue};
 use muster_contracts::topology::WORKER_QUEUES;
+use muster_contracts::{Names, WorkerQueue};
 use secrecy::ExposeSecret;
 
 use crate::config::AmqpSettings;
@@ -52,7 +52,13 @@ pub async fn declare_worker_queue(channel: &Channel, names: &Names, worker: &Wor
     dlq_args.insert(ShortString::from("x-queue-type"), long_string("quorum"));
     channel.queue_declare(dlq.as_str().into(), durable, dlq_args).await?;
     channel
-        .queue_bind(dlq.as_str().into(), names.dead_letter_exchange().into(), dlq.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            dlq.as_str().into(),
+            names.dead_letter_exchange().into(),
+            dlq.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
 
     // Quorum queues: replicated, and they count deliveries, which classic queues cannot.
@@ -64,7 +70,13 @@ pub async fn declare_worker_queue(channel: &Channel, names: &Names, worker: &Wor
     channel.queue_declare(queue.as_str().into(), durable, args).await?;
     for pattern in worker.bindings {
         channel
-            .queue_bind(queue.as_str().into(), names.events_exchange().into(), (*pattern).into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.as_str().into(),
+                names.events_exchange().into(),
+                (*pattern).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
     }
     Ok(())

@@ -45,17 +45,14 @@ pub fn load_layers<T: DeserializeOwned>(defaults: &[&str]) -> anyhow::Result<T> 
     if let Ok(path) = std::env::var("MUSTER_CONFIG") {
         builder = builder.add_source(File::with_name(&path).required(true));
     }
-    builder = builder.add_source(Environment::with_prefix("APP").prefix_separator("_").separator("__").try_parsing(true));
+    builder =
+        builder.add_source(Environment::with_prefix("APP").prefix_separator("_").separator("__").try_parsing(true));
     builder = builder
         .set_override_option("database.url", std::env::var("DATABASE_URL").ok())
         .context("DATABASE_URL")?
         .set_override_option("amqp.url", std::env::var("AMQP_URL").ok())
         .context("AMQP_URL")?;
-    builder
-        .build()
-        .context("reading configuration")?
-        .try_deserialize()
-        .context("invalid configuration")
+    builder.build().context("reading configuration")?.try_deserialize().context("invalid configuration")
 }
 
 /// PostgreSQL connection settings.

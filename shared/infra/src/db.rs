@@ -12,11 +12,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Connection options from settings (the URL is parsed, never logged).
 pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
-    settings
-        .url
-        .expose_secret()
-        .parse::<PgConnectOptions>()
-        .context("database.url is not a valid PostgreSQL URL")
+    settings.url.expose_secret().parse::<PgConnectOptions>().context("database.url is not a valid PostgreSQL URL")
 }
 
 /// A pool that connects on first use, so a service can start (and report not-ready) while

@@ -53,9 +53,11 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             Ok(handle) => {
                 let upkeep = handle.clone();
                 // Without its own HTTP listener the exporter needs periodic upkeep (DEPENDENCIES.md).
-                std::thread::spawn(move || loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
+                std::thread::spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
                 });
                 handle
             }
@@ -93,11 +95,8 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
 /// template (never by raw path, which would explode cardinality with ids).
 pub async fn track_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();

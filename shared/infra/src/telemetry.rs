@@ -63,9 +63,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.filter))
         .context("telemetry.filter is not a valid filter directive")?;
-    let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer));
+    let registry = tracing_subscriber::registry().with(filter).with(tracing_opentelemetry::layer().with_tracer(tracer));
     let installed = match settings.log_format {
         LogFormat::Json => registry.with(fmt::layer().json().with_current_span(true).with_span_list(false)).try_init(),
         LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
@@ -100,11 +98,13 @@ pub fn current_traceparent() -> String {
     let cx = tracing::Span::current().context();
     let mut carrier: HashMap<String, String> = HashMap::new();
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
-    carrier.remove("traceparent").filter(|t| !t.starts_with("00-00000000000000000000000000000000")).unwrap_or_else(|| {
-        let trace: u128 = rand::random::<u128>() | 1;
-        let span: u64 = rand::random::<u64>() | 1;
-        format!("00-{trace:032x}-{span:016x}-01")
-    })
+    carrier.remove("traceparent").filter(|t| !t.starts_with("00-00000000000000000000000000000000")).unwrap_or_else(
+        || {
+            let trace: u128 = rand::random::<u128>() | 1;
+            let span: u64 = rand::random::<u64>() | 1;
+            format!("00-{trace:032x}-{span:016x}-01")
+        },
+    )
 }
 
 /// Makes `span` a child of the trace named by a `traceparent` header value.

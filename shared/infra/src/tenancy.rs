@@ -122,7 +122,11 @@ pub async fn list_tokens(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> sqlx
 }
 
 /// Revokes a token; `None` when the tenant has no such token.
-pub async fn revoke_token(executor: impl PgExecutor<'_>, tenant_id: Uuid, token_id: Uuid) -> sqlx::Result<Option<TokenInfo>> {
+pub async fn revoke_token(
+    executor: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    token_id: Uuid,
+) -> sqlx::Result<Option<TokenInfo>> {
     sqlx::query_as::<_, TokenInfo>(
         "update tenancy.api_tokens set revoked_at = coalesce(revoked_at, now()), updated_at = now()
          where tenant_id = $1 and id = $2

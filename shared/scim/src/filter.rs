@@ -41,10 +41,8 @@ impl AttrPath {
             Some((a, s)) => (a, Some(s)),
             None => (rest, None),
         };
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
-        };
+        let valid =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$');
         if !valid(attr) || sub.is_some_and(|s| !valid(s)) {
             return Err(format!("'{text}' is not a valid attribute path"));
         }
@@ -120,9 +118,7 @@ impl Filter {
     /// Parses a filter with the limits above.
     pub fn parse(text: &str) -> Result<Filter, ScimError> {
         if text.len() > MAX_FILTER_LEN {
-            return Err(ScimError::invalid_filter(format!(
-                "filter is longer than {MAX_FILTER_LEN} characters"
-            )));
+            return Err(ScimError::invalid_filter(format!("filter is longer than {MAX_FILTER_LEN} characters")));
         }
         let tokens = tokenize(text).map_err(ScimError::invalid_filter)?;
         let mut parser = Parser { tokens, pos: 0, terms: 0 };
@@ -210,10 +206,7 @@ fn elements_at<'a>(doc: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
 fn values_at<'a>(doc: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
     let tops = elements_at(doc, path);
     match &path.sub {
-        None => tops
-            .into_iter()
-            .map(|v| if v.is_object() { get_ci(v, "value").unwrap_or(v) } else { v })
-            .collect(),
+        None => tops.into_iter().map(|v| if v.is_object() { get_ci(v, "value").unwrap_or(v) } else { v }).collect(),
         Some(sub) => tops.into_iter().filter_map(|v| get_ci(v, sub)).collect(),
     }
 }
@@ -314,8 +307,8 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 }
                 i += 1;
                 let literal: String = chars[start..i].iter().collect();
-                let value: String = serde_json::from_str(&literal)
-                    .map_err(|_| format!("invalid string literal {literal}"))?;
+                let value: String =
+                    serde_json::from_str(&literal).map_err(|_| format!("invalid string literal {literal}"))?;
                 tokens.push(Token::Str(value));
             }
             _ => {
@@ -540,7 +533,8 @@ mod tests {
 
     #[test]
     fn evaluates_in_memory_with_case_rules() {
-        let doc = json!({"userName": "BJensen", "emails": [{"type": "work", "value": "b@Example.com"}], "active": true});
+        let doc =
+            json!({"userName": "BJensen", "emails": [{"type": "work", "value": "b@Example.com"}], "active": true});
         let ci = |_: &AttrPath| false;
         assert!(p(r#"username eq "bjensen""#).matches(&doc, &ci));
         assert!(!p(r#"userName eq "bjensen""#).matches(&doc, &|_| true));

@@ -50,9 +50,7 @@ pub struct PatchOutcome {
 
 /// Reads a PatchOp request body.
 pub fn parse_patch_request(body: &Value) -> Result<Vec<PatchOperation>, ScimError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
+    let obj = body.as_object().ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
     let schemas_ok = get_ci(obj, "schemas")
         .and_then(Value::as_array)
         .is_some_and(|s| s.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(PATCH_OP_SCHEMA))));
@@ -284,7 +282,9 @@ fn member_change(kind: OpKind, path: &PatchPath, value: Option<&Value>) -> Resul
 /// The ids a `value eq "…"` filter (possibly or-ed) names.
 fn member_ids_in(filter: &Filter) -> Option<Vec<String>> {
     match filter {
-        Filter::Compare(p, CompareOp::Eq, Value::String(id)) if p.attr.eq_ignore_ascii_case("value") && p.sub.is_none() => {
+        Filter::Compare(p, CompareOp::Eq, Value::String(id))
+            if p.attr.eq_ignore_ascii_case("value") && p.sub.is_none() =>
+        {
             Some(vec![id.clone()])
         }
         Filter::Or(a, b) => {
@@ -324,13 +324,15 @@ fn add_or_replace(
             // Entra ID adds (and sometimes replaces) `emails[type eq "work"].value` on a user
             // that has no work e-mail yet: the filter's equalities describe the new element.
             let eqs = filter.equalities().ok_or_else(|| {
-                ScimError::no_target(format!("no value of '{name}' matches the filter, and it names no element to create"))
+                ScimError::no_target(format!(
+                    "no value of '{name}' matches the filter, and it names no element to create"
+                ))
             })?;
             let mut element = Value::Object(Map::new());
             for (sub_name, sub_value) in eqs {
-                let sub = attribute.sub(&sub_name).ok_or_else(|| {
-                    ScimError::invalid_path(format!("'{name}' has no sub-attribute '{sub_name}'"))
-                })?;
+                let sub = attribute
+                    .sub(&sub_name)
+                    .ok_or_else(|| ScimError::invalid_path(format!("'{name}' has no sub-attribute '{sub_name}'")))?;
                 if let (Value::Object(m), Some(v)) = (&mut element, normalize_scalar(sub, &sub_value, sub.name)?) {
                     m.insert(sub.name.into(), v);
                 }
@@ -511,26 +513,46 @@ mod tests {
 
     #[test]
     fn entra_replace_of_active_with_string_boolean() {
-        let out = apply_patch(user_type(), &base_user(), &ops(json!([{"op": "Replace", "path": "active", "value": "False"}]))).unwrap();
+        let out = apply_patch(
+            user_type(),
+            &base_user(),
+            &ops(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+        )
+        .unwrap();
         assert_eq!(out.doc["active"], false);
     }
 
     #[test]
     fn manager_as_bare_string_and_removal() {
-        let set = apply_patch(user_type(), &base_user(), &ops(json!([{"op": "Add", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager"), "value": "m-42"}]))).unwrap();
+        let set = apply_patch(
+            user_type(),
+            &base_user(),
+            &ops(json!([{"op": "Add", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager"), "value": "m-42"}])),
+        )
+        .unwrap();
         assert_eq!(set.doc[ENTERPRISE_USER_SCHEMA]["manager"]["value"], "m-42");
         assert!(set.doc["schemas"].as_array().unwrap().contains(&json!(ENTERPRISE_USER_SCHEMA)));
-        let removed = apply_patch(user_type(), &set.doc, &ops(json!([{"op": "Remove", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager")}]))).unwrap();
+        let removed = apply_patch(
+            user_type(),
+            &set.doc,
+            &ops(json!([{"op": "Remove", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager")}])),
+        )
+        .unwrap();
         assert!(removed.doc.get(ENTERPRISE_USER_SCHEMA).is_none());
         assert_eq!(removed.doc["schemas"], json!([USER_SCHEMA]));
     }
 
     #[test]
     fn add_to_a_missing_filtered_element_creates_it() {
-        let out = apply_patch(user_type(), &base_user(), &ops(json!([
-            {"op": "Add", "path": "phoneNumbers[type eq \"work\"].value", "value": "(212) 575-1994 ext 3437"},
-            {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "new@x.com"},
-        ]))).unwrap();
+        let out = apply_patch(
+            user_type(),
+            &base_user(),
+            &ops(json!([
+                {"op": "Add", "path": "phoneNumbers[type eq \"work\"].value", "value": "(212) 575-1994 ext 3437"},
+                {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "new@x.com"},
+            ])),
+        )
+        .unwrap();
         assert_eq!(out.doc["phoneNumbers"], json!([{"type": "work", "value": "(212) 575-1994 ext 3437"}]));
         assert_eq!(out.doc["emails"][0]["value"], "new@x.com");
         assert_eq!(out.doc["emails"].as_array().unwrap().len(), 1);
@@ -538,11 +560,16 @@ mod tests {
 
     #[test]
     fn pathless_values_with_dotted_and_urn_keys() {
-        let out = apply_patch(user_type(), &base_user(), &ops(json!([{"op": "replace", "value": {
-            "name.givenName": "Zed", "displayName": "Zed B",
-            format!("{ENTERPRISE_USER_SCHEMA}:department"): "Sales",
-            ENTERPRISE_USER_SCHEMA: {"employeeNumber": "7"}
-        }}]))).unwrap();
+        let out = apply_patch(
+            user_type(),
+            &base_user(),
+            &ops(json!([{"op": "replace", "value": {
+                "name.givenName": "Zed", "displayName": "Zed B",
+                format!("{ENTERPRISE_USER_SCHEMA}:department"): "Sales",
+                ENTERPRISE_USER_SCHEMA: {"employeeNumber": "7"}
+            }}])),
+        )
+        .unwrap();
         assert_eq!(out.doc["name"], json!({"givenName": "Zed", "familyName": "B"}));
         assert_eq!(out.doc[ENTERPRISE_USER_SCHEMA], json!({"department": "Sales", "employeeNumber": "7"}));
     }
@@ -556,19 +583,28 @@ mod tests {
         assert_eq!(err(json!([{"op": "replace", "path": "id", "value": "x"}])), Some(Mutability));
         assert_eq!(err(json!([{"op": "replace", "path": "groups", "value": []}])), Some(Mutability));
         assert_eq!(err(json!([{"op": "replace", "path": "shoeSize", "value": 1}])), Some(InvalidPath));
-        assert_eq!(err(json!([{"op": "replace", "path": "emails[value co \"zzz\"].type", "value": "home"}])), Some(NoTarget));
+        assert_eq!(
+            err(json!([{"op": "replace", "path": "emails[value co \"zzz\"].type", "value": "home"}])),
+            Some(NoTarget)
+        );
         assert_eq!(err(json!([{"op": "replace", "path": "userName", "value": null}])), Some(InvalidValue));
         assert_eq!(err(json!([{"op": "replace", "path": "emails[type eq", "value": "x"}])), Some(InvalidPath));
-        let bad_op = parse_patch_request(&json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": "move", "path": "a"}]}));
+        let bad_op =
+            parse_patch_request(&json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": "move", "path": "a"}]}));
         assert_eq!(bad_op.unwrap_err().scim_type, Some(InvalidSyntax));
     }
 
     #[test]
     fn remove_by_filter_and_by_sub_attribute() {
-        let out = apply_patch(user_type(), &base_user(), &ops(json!([
-            {"op": "remove", "path": "emails[type eq \"WORK\"]"},
-            {"op": "remove", "path": "name.givenName"},
-        ]))).unwrap();
+        let out = apply_patch(
+            user_type(),
+            &base_user(),
+            &ops(json!([
+                {"op": "remove", "path": "emails[type eq \"WORK\"]"},
+                {"op": "remove", "path": "name.givenName"},
+            ])),
+        )
+        .unwrap();
         assert!(out.doc.get("emails").is_none());
         assert_eq!(out.doc["name"], json!({"familyName": "B"}));
     }
@@ -576,18 +612,29 @@ mod tests {
     #[test]
     fn group_member_operations_become_changes() {
         let doc = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "G"});
-        let out = apply_patch(group_type(), &doc, &ops(json!([
-            {"op": "Add", "path": "members", "value": [{"value": "u1"}, {"value": "u2"}]},
-            {"op": "Remove", "path": "members", "value": [{"value": "u1"}]},
-            {"op": "remove", "path": "members[value eq \"u3\"]"},
-            {"op": "replace", "value": {"displayName": "G2", "members": [{"value": "u9"}]}},
-        ]))).unwrap();
+        let out = apply_patch(
+            group_type(),
+            &doc,
+            &ops(json!([
+                {"op": "Add", "path": "members", "value": [{"value": "u1"}, {"value": "u2"}]},
+                {"op": "Remove", "path": "members", "value": [{"value": "u1"}]},
+                {"op": "remove", "path": "members[value eq \"u3\"]"},
+                {"op": "replace", "value": {"displayName": "G2", "members": [{"value": "u9"}]}},
+            ])),
+        )
+        .unwrap();
         assert_eq!(out.doc["displayName"], "G2");
-        assert_eq!(out.member_changes, vec![
-            MemberChange::Add(vec![MemberRef { value: "u1".into(), kind: None }, MemberRef { value: "u2".into(), kind: None }]),
-            MemberChange::Remove(vec!["u1".into()]),
-            MemberChange::Remove(vec!["u3".into()]),
-            MemberChange::Replace(vec![MemberRef { value: "u9".into(), kind: None }]),
-        ]);
+        assert_eq!(
+            out.member_changes,
+            vec![
+                MemberChange::Add(vec![
+                    MemberRef { value: "u1".into(), kind: None },
+                    MemberRef { value: "u2".into(), kind: None }
+                ]),
+                MemberChange::Remove(vec!["u1".into()]),
+                MemberChange::Remove(vec!["u3".into()]),
+                MemberChange::Replace(vec![MemberRef { value: "u9".into(), kind: None }]),
+            ]
+        );
     }
 }

@@ -9,9 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::ScimError;
 use crate::filter::AttrPath;
-use crate::schema::{
-    AttrType, Attribute, MAX_MULTI_VALUES, MAX_STRING_LEN, Mutability, ResourceKind, ResourceType,
-};
+use crate::schema::{AttrType, Attribute, MAX_MULTI_VALUES, MAX_STRING_LEN, Mutability, ResourceKind, ResourceType};
 
 /// A Group member reference as sent by the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,13 +26,8 @@ pub(crate) fn get_ci<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a 
 
 /// Validates a POST/PUT body and returns the canonical document. For Groups, `members` is
 /// returned apart (`None` when the body had no `members` key).
-pub fn normalize_resource(
-    rt: &ResourceType,
-    input: &Value,
-) -> Result<(Value, Option<Vec<MemberRef>>), ScimError> {
-    let obj = input
-        .as_object()
-        .ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
+pub fn normalize_resource(rt: &ResourceType, input: &Value) -> Result<(Value, Option<Vec<MemberRef>>), ScimError> {
+    let obj = input.as_object().ok_or_else(|| ScimError::invalid_syntax("the request body must be a JSON object"))?;
     check_schemas(rt, obj)?;
     let mut out = Map::new();
     let mut members = None;
@@ -189,14 +182,10 @@ pub(crate) fn normalize_value(attribute: &Attribute, value: &Value) -> Result<Op
     if !attribute.multi_valued {
         return normalize_single(attribute, value);
     }
-    let items = value
-        .as_array()
-        .ok_or_else(|| ScimError::invalid_value(format!("'{}' must be an array", attribute.name)))?;
+    let items =
+        value.as_array().ok_or_else(|| ScimError::invalid_value(format!("'{}' must be an array", attribute.name)))?;
     if items.len() > MAX_MULTI_VALUES {
-        return Err(ScimError::invalid_value(format!(
-            "'{}' has more than {MAX_MULTI_VALUES} values",
-            attribute.name
-        )));
+        return Err(ScimError::invalid_value(format!("'{}' has more than {MAX_MULTI_VALUES} values", attribute.name)));
     }
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -208,10 +197,7 @@ pub(crate) fn normalize_value(attribute: &Attribute, value: &Value) -> Result<Op
     }
     let primaries = out.iter().filter(|v| v.get("primary") == Some(&Value::Bool(true))).count();
     if primaries > 1 {
-        return Err(ScimError::invalid_value(format!(
-            "'{}' has more than one value marked primary",
-            attribute.name
-        )));
+        return Err(ScimError::invalid_value(format!("'{}' has more than one value marked primary", attribute.name)));
     }
     Ok((!out.is_empty()).then_some(Value::Array(out)))
 }
@@ -252,9 +238,7 @@ pub(crate) fn normalize_scalar(attribute: &Attribute, value: &Value, path: &str)
         (_, Value::Null) => return Ok(None),
         (AttrType::String | AttrType::Reference | AttrType::Binary, Value::String(s)) => {
             if s.chars().count() > MAX_STRING_LEN {
-                return Err(ScimError::invalid_value(format!(
-                    "'{path}' is longer than {MAX_STRING_LEN} characters"
-                )));
+                return Err(ScimError::invalid_value(format!("'{path}' is longer than {MAX_STRING_LEN} characters")));
             }
             value.clone()
         }
@@ -265,7 +249,9 @@ pub(crate) fn normalize_scalar(attribute: &Attribute, value: &Value, path: &str)
         (AttrType::Decimal, Value::Number(_)) => value.clone(),
         (AttrType::DateTime, Value::String(s)) if is_date_time(s) => value.clone(),
         (AttrType::DateTime, Value::String(_)) => {
-            return Err(ScimError::invalid_value(format!("'{path}' must be an xsd:dateTime such as 2024-01-31T12:00:00Z")));
+            return Err(ScimError::invalid_value(format!(
+                "'{path}' must be an xsd:dateTime such as 2024-01-31T12:00:00Z"
+            )));
         }
         (AttrType::Complex, _) => return Err(wrong()),
         _ => return Err(wrong()),
@@ -279,9 +265,17 @@ pub fn is_date_time(s: &str) -> bool {
         return false;
     }
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    let head = digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)
-        && (b[10] == b'T' || b[10] == b't') && digits(11..13) && b[13] == b':' && digits(14..16)
-        && b[16] == b':' && digits(17..19);
+    let head = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && (b[10] == b'T' || b[10] == b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
     if !head {
         return false;
     }
@@ -404,10 +398,8 @@ pub fn project(rt: &ResourceType, doc: Value, attributes: Option<&str>, excluded
                 }
                 let picked: Vec<&Selector> = wanted.iter().filter(|s| s.urn == Some(ext.id)).collect();
                 if let Value::Object(ext_map) = value {
-                    let kept: Map<String, Value> = ext_map
-                        .into_iter()
-                        .filter_map(|(k, v)| pick(&picked, &k, v).map(|v| (k, v)))
-                        .collect();
+                    let kept: Map<String, Value> =
+                        ext_map.into_iter().filter_map(|(k, v)| pick(&picked, &k, v).map(|v| (k, v))).collect();
                     if !kept.is_empty() {
                         out.insert(key, Value::Object(kept));
                     }
@@ -436,7 +428,9 @@ pub fn project(rt: &ResourceType, doc: Value, attributes: Option<&str>, excluded
             if let Value::Object(ext_map) = value {
                 let kept: Map<String, Value> = ext_map
                     .into_iter()
-                    .filter(|(k, _)| !dropped.iter().any(|s| s.urn == Some(ext.id) && s.attr == Some(k.as_str()) && s.sub.is_none()))
+                    .filter(|(k, _)| {
+                        !dropped.iter().any(|s| s.urn == Some(ext.id) && s.attr == Some(k.as_str()) && s.sub.is_none())
+                    })
                     .collect();
                 if !kept.is_empty() {
                     out.insert(key, Value::Object(kept));
@@ -468,7 +462,9 @@ fn pick(selectors: &[&Selector], key: &str, value: Value) -> Option<Value> {
             .collect()
     };
     match value {
-        Value::Object(obj) => Some(Value::Object(keep_subs(obj))).filter(|v| v.as_object().is_some_and(|o| !o.is_empty())),
+        Value::Object(obj) => {
+            Some(Value::Object(keep_subs(obj))).filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+        }
         Value::Array(items) => Some(Value::Array(
             items
                 .into_iter()
@@ -554,8 +550,16 @@ mod tests {
     fn projection_keeps_id_and_schemas_and_honours_both_lists() {
         let doc = json!({"id": "1", "schemas": [USER_SCHEMA], "userName": "a", "name": {"givenName": "A", "familyName": "B"},
             "emails": [{"value": "a@x", "type": "work"}], ENTERPRISE_USER_SCHEMA: {"department": "D", "costCenter": "C"}});
-        let only = project(user_type(), doc.clone(), Some("userName,name.givenName,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"), None);
-        assert_eq!(only, json!({"id": "1", "schemas": [USER_SCHEMA], "userName": "a", "name": {"givenName": "A"}, ENTERPRISE_USER_SCHEMA: {"department": "D"}}));
+        let only = project(
+            user_type(),
+            doc.clone(),
+            Some("userName,name.givenName,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+            None,
+        );
+        assert_eq!(
+            only,
+            json!({"id": "1", "schemas": [USER_SCHEMA], "userName": "a", "name": {"givenName": "A"}, ENTERPRISE_USER_SCHEMA: {"department": "D"}})
+        );
         let without = project(user_type(), doc, None, Some("emails,name,id"));
         assert!(without.get("emails").is_none() && without.get("name").is_none());
         assert_eq!(without["id"], "1");

@@ -278,10 +278,7 @@ fn user_schema() -> Schema {
             ),
             string("displayName", "The name of the User, suitable for display to end-users."),
             string("nickName", "The casual way to address the user."),
-            Attribute {
-                reference_types: vec!["external"],
-                ..attr("profileUrl", AttrType::Reference)
-            },
+            Attribute { reference_types: vec!["external"], ..attr("profileUrl", AttrType::Reference) },
             string("title", "The user's title, such as \"Vice President\"."),
             string("userType", "The relationship between the organization and the user."),
             string("preferredLanguage", "The user's preferred written or spoken language."),
@@ -296,7 +293,12 @@ fn user_schema() -> Schema {
                 ..attr("password", AttrType::String)
             },
             multi("emails", "Email addresses for the user.", AttrType::String, vec!["work", "home", "other"]),
-            multi("phoneNumbers", "Phone numbers for the User.", AttrType::String, vec!["work", "home", "mobile", "fax", "pager", "other"]),
+            multi(
+                "phoneNumbers",
+                "Phone numbers for the User.",
+                AttrType::String,
+                vec!["work", "home", "mobile", "fax", "pager", "other"],
+            ),
             multi("ims", "Instant messaging addresses for the User.", AttrType::String, vec![]),
             multi("photos", "URLs of photos of the User.", AttrType::Reference, vec!["photo", "thumbnail"]),
             Attribute {
@@ -311,7 +313,10 @@ fn user_schema() -> Schema {
                         string("region", "The state or region component."),
                         string("postalCode", "The zip code or postal code component."),
                         string("country", "The country name component."),
-                        Attribute { canonical_values: vec!["work", "home", "other"], ..string("type", "A label indicating the attribute's function.") },
+                        Attribute {
+                            canonical_values: vec!["work", "home", "other"],
+                            ..string("type", "A label indicating the attribute's function.")
+                        },
                         attr("primary", AttrType::Boolean),
                     ],
                 )
@@ -351,7 +356,10 @@ fn enterprise_schema() -> Schema {
                 "manager",
                 "The User's manager; Entra ID may send the manager's id as a bare string.",
                 vec![
-                    Attribute { case_exact: true, ..string("value", "The id of the SCIM resource representing the User's manager.") },
+                    Attribute {
+                        case_exact: true,
+                        ..string("value", "The id of the SCIM resource representing the User's manager.")
+                    },
                     Attribute { reference_types: vec!["User"], ..attr("$ref", AttrType::Reference) },
                     read_only(string("displayName", "The displayName of the User's manager.")),
                 ],
@@ -367,7 +375,10 @@ fn muster_schema() -> Schema {
         description: "Muster's extension: what the team-member profile needs beyond the core and enterprise schemas.",
         attributes: vec![
             string("managerEmail", "Primary e-mail of the user's manager, used when no Manager ID is given."),
-            string("managerFullName", "\"firstname lastname\" of the user's manager, the last resort for the hierarchy."),
+            string(
+                "managerFullName",
+                "\"firstname lastname\" of the user's manager, the last resort for the hierarchy.",
+            ),
             string("privateEmail", "Private e-mail address."),
             string("primaryPhoneExtension", "Extension of the work phone, when sent apart from the number."),
         ],
@@ -380,17 +391,33 @@ fn group_schema() -> Schema {
         name: "Group",
         description: "Group",
         attributes: vec![
-            Attribute { required: true, unique: true, ..string("displayName", "A human-readable name for the Group, unique per tenant.") },
+            Attribute {
+                required: true,
+                unique: true,
+                ..string("displayName", "A human-readable name for the Group, unique per tenant.")
+            },
             Attribute {
                 multi_valued: true,
                 ..complex(
                     "members",
                     "A list of members of the Group (stored as rows; PATCH touches only the delta).",
                     vec![
-                        Attribute { mutability: Mutability::Immutable, case_exact: true, ..string("value", "Identifier of the member of this Group.") },
-                        Attribute { mutability: Mutability::Immutable, reference_types: vec!["User", "Group"], ..attr("$ref", AttrType::Reference) },
+                        Attribute {
+                            mutability: Mutability::Immutable,
+                            case_exact: true,
+                            ..string("value", "Identifier of the member of this Group.")
+                        },
+                        Attribute {
+                            mutability: Mutability::Immutable,
+                            reference_types: vec!["User", "Group"],
+                            ..attr("$ref", AttrType::Reference)
+                        },
                         read_only(string("display", "The member's display name.")),
-                        Attribute { mutability: Mutability::Immutable, canonical_values: vec!["User", "Group"], ..string("type", "User or Group.") },
+                        Attribute {
+                            mutability: Mutability::Immutable,
+                            canonical_values: vec!["User", "Group"],
+                            ..string("type", "User or Group.")
+                        },
                     ],
                 )
             },

@@ -2,7 +2,10 @@
 //! exchange, and removal of what the test declared.
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use muster_contracts::Names;
@@ -47,7 +50,13 @@ impl Probe {
         let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
         channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?;
         channel
-            .queue_bind(queue.as_str().into(), names.events_exchange().into(), pattern.into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                queue.as_str().into(),
+                names.events_exchange().into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         let consumer = channel
             .basic_consume(queue.as_str().into(), "probe".into(), BasicConsumeOptions::default(), FieldTable::default())

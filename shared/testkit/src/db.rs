@@ -104,14 +104,18 @@ async fn drop_stale_databases(admin: &mut PgConnection) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs().saturating_sub(3600))
         .unwrap_or(0);
-    let names: Vec<String> = sqlx::query_scalar("select datname from pg_database where datname like 'muster\\_test\\_%'")
-        .fetch_all(&mut *admin)
-        .await
-        .unwrap_or_default();
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname from pg_database where datname like 'muster\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
     for name in names {
-        let created: Option<u64> = name.strip_prefix("muster_test_").and_then(|rest| rest.split('_').next()?.parse().ok());
+        let created: Option<u64> =
+            name.strip_prefix("muster_test_").and_then(|rest| rest.split('_').next()?.parse().ok());
         if created.is_some_and(|t| t < cutoff) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)"))).execute(&mut *admin).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
+                .execute(&mut *admin)
+                .await;
         }
     }
 }

@@ -18,7 +18,7 @@ use muster_ingress::{Ingress, ScimSettings};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use db::{TestDb, Tenant};
+pub use db::{Tenant, TestDb};
 pub use scim::{Resp, Scim};
 
 /// The SCIM settings the services ship with, for tests that vary one of them.

@@ -101,7 +101,10 @@ impl Scim {
     /// Creates an empty group and returns its id.
     pub async fn create_group(&self, name: &str) -> String {
         let resp = self
-            .post("/Groups", &serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name}))
+            .post(
+                "/Groups",
+                &serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name}),
+            )
             .await;
         assert_eq!(resp.status, 201, "creating group {name}: {}", resp.text);
         resp.body["id"].as_str().unwrap_or_default().to_string()

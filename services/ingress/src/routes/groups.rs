@@ -78,13 +78,20 @@ impl Delta {
 
 /// Checks that every referenced member exists in this tenant; unknown ids are refused
 /// (nothing is written), as is a group inside itself.
-async fn resolve_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, refs: &[MemberRef]) -> Result<Vec<(Uuid, &'static str)>, ApiError> {
+async fn resolve_members(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    group: Uuid,
+    refs: &[MemberRef],
+) -> Result<Vec<(Uuid, &'static str)>, ApiError> {
     let mut ids = Vec::with_capacity(refs.len());
     let mut unknown = Vec::new();
     let mut seen = HashSet::with_capacity(refs.len());
     for r in refs {
         match Uuid::parse_str(&r.value) {
-            Ok(id) if id == group => return Err(ScimError::invalid_value("a group cannot be a member of itself").into()),
+            Ok(id) if id == group => {
+                return Err(ScimError::invalid_value("a group cannot be a member of itself").into());
+            }
             Ok(id) => {
                 if seen.insert(id) {
                     ids.push(id);
@@ -108,7 +115,12 @@ async fn resolve_members(conn: &mut PgConnection, tenant: Uuid, group: Uuid, ref
     Ok(ids.into_iter().filter_map(|id| existing.get(&id).map(|t| (id, *t))).collect())
 }
 
-async fn apply_member_changes(conn: &mut PgConnection, tenant: Uuid, group: Uuid, changes: Vec<MemberChange>) -> Result<Delta, ApiError> {
+async fn apply_member_changes(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    group: Uuid,
+    changes: Vec<MemberChange>,
+) -> Result<Delta, ApiError> {
     let mut delta = Delta::default();
     for change in changes {
         match change {
@@ -132,7 +144,13 @@ async fn apply_member_changes(conn: &mut PgConnection, tenant: Uuid, group: Uuid
     Ok(delta)
 }
 
-async fn rendered(state: &AppState, tenant: Uuid, row: &ResourceRow, base: &str, with_members: bool) -> Result<Value, ApiError> {
+async fn rendered(
+    state: &AppState,
+    tenant: Uuid,
+    row: &ResourceRow,
+    base: &str,
+    with_members: bool,
+) -> Result<Value, ApiError> {
     let members = if with_members {
         let mut by_group = store::members_of(&state.pool, tenant, &[row.id]).await?;
         by_group.remove(&row.id).map(|m| members_json(base, &m))
@@ -186,7 +204,11 @@ pub async fn get(
     let (attributes, excluded) = selection(&params);
     let with_members = wants_attribute(group_type(), attributes.as_deref(), excluded.as_deref(), "members");
     let doc = rendered(&state, tenant, &row, &base, with_members).await?;
-    Ok(resource_response(StatusCode::OK, &project(group_type(), doc, attributes.as_deref(), excluded.as_deref()), row.version))
+    Ok(resource_response(
+        StatusCode::OK,
+        &project(group_type(), doc, attributes.as_deref(), excluded.as_deref()),
+        row.version,
+    ))
 }
 
 /// `GET /Groups`.
@@ -221,9 +243,10 @@ pub async fn replace(
     headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ApiError> {
-    let gid = parse_id(group_type(), &id)?;
     let (doc, members) = normalize_resource(group_type(), &body)?;
-    let row = write(&state, tenant, gid, &id, &headers, doc, vec![MemberChange::Replace(members.unwrap_or_default())], "replace").await?;
+    let row =
+        write(&state, tenant, &id, &headers, doc, vec![MemberChange::Replace(members.unwrap_or_default())], "replace")
+            .await?;
     let body = rendered(&state, tenant, &row, &base, true).await?;
     Ok(resource_response(StatusCode::OK, &body, row.version))
 }
@@ -252,17 +275,16 @@ pub async fn patch(
     Ok(response)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn write(
     state: &AppState,
     tenant: Uuid,
-    gid: Uuid,
     id: &str,
     headers: &HeaderMap,
     doc: Value,
     changes: Vec<MemberChange>,
     op: &'static str,
 ) -> Result<ResourceRow, ApiError> {
+    let gid = parse_id(group_type(), id)?;
     let mut tx = state.pool.begin().await?;
     let current = store::find(&mut *tx, KIND, tenant, gid, true).await?.ok_or_else(|| not_found(group_type(), id))?;
     check_if_match(headers, current.version)?;
@@ -296,7 +318,8 @@ async fn commit_change(
         events.push(event(tenant, EventKind::ScimGroupUpserted, gid, row.version, row.updated_at));
     }
     if !delta.is_empty() {
-        metrics::counter!("scim_group_members_changed_total").increment((delta.added.len() + delta.removed.len()) as u64);
+        metrics::counter!("scim_group_members_changed_total")
+            .increment((delta.added.len() + delta.removed.len()) as u64);
         events.push(delta.event(tenant, &row));
     }
     outbox::append(tx, &events, &current_traceparent()).await?;

@@ -33,7 +33,13 @@ fn count_write(op: &'static str) {
     metrics::counter!("scim_writes_total", "resource" => "User", "op" => op).increment(1);
 }
 
-async fn rendered(state: &AppState, tenant: Uuid, row: &ResourceRow, base: &str, with_groups: bool) -> Result<Value, ApiError> {
+async fn rendered(
+    state: &AppState,
+    tenant: Uuid,
+    row: &ResourceRow,
+    base: &str,
+    with_groups: bool,
+) -> Result<Value, ApiError> {
     let groups = if with_groups {
         let mut by_user = store::groups_of(&state.pool, tenant, &[row.id]).await?;
         by_user.remove(&row.id).map(|g| groups_json(base, &g))
@@ -81,7 +87,11 @@ pub async fn get(
     let (attributes, excluded) = selection(&params);
     let with_groups = wants_attribute(user_type(), attributes.as_deref(), excluded.as_deref(), "groups");
     let doc = rendered(&state, tenant, &row, &base, with_groups).await?;
-    Ok(resource_response(StatusCode::OK, &project(user_type(), doc, attributes.as_deref(), excluded.as_deref()), row.version))
+    Ok(resource_response(
+        StatusCode::OK,
+        &project(user_type(), doc, attributes.as_deref(), excluded.as_deref()),
+        row.version,
+    ))
 }
 
 /// `GET /Users`.
@@ -116,9 +126,8 @@ pub async fn replace(
     headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ApiError> {
-    let uid = parse_id(user_type(), &id)?;
     let (doc, _) = normalize_resource(user_type(), &body)?;
-    write(&state, tenant, uid, &id, &headers, &base, |_| Ok(doc), "replace").await
+    write(&state, tenant, &id, &headers, &base, |_| Ok(doc), "replace").await
 }
 
 /// `PATCH /Users/{id}`: answers 200 with the resource, as Entra ID expects.
@@ -131,9 +140,9 @@ pub async fn patch(
     headers: HeaderMap,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ApiError> {
-    let uid = parse_id(user_type(), &id)?;
     let ops = parse_patch_request(&body)?;
-    write(&state, tenant, uid, &id, &headers, &base, |current| Ok(apply_patch(user_type(), current, &ops)?.doc), "patch").await
+    write(&state, tenant, &id, &headers, &base, |current| Ok(apply_patch(user_type(), current, &ops)?.doc), "patch")
+        .await
 }
 
 /// The shared body of PUT and PATCH: lock, check `If-Match`, compute the new document, and
@@ -142,13 +151,13 @@ pub async fn patch(
 async fn write(
     state: &AppState,
     tenant: Uuid,
-    uid: Uuid,
     id: &str,
     headers: &HeaderMap,
     base: &str,
     change: impl FnOnce(&Value) -> Result<Value, ScimError>,
     op: &'static str,
 ) -> Result<Response, ApiError> {
+    let uid = parse_id(user_type(), id)?;
     let mut tx = state.pool.begin().await?;
     let current = store::find(&mut *tx, KIND, tenant, uid, true).await?.ok_or_else(|| not_found(user_type(), id))?;
     check_if_match(headers, current.version)?;

@@ -1,8 +1,8 @@
 //! Races Entra ID (or two of its workers) can cause.
 
 use futures_util::future::join_all;
-use muster_testkit::scim::{patch_body, user_body};
 use muster_testkit::TestApp;
+use muster_testkit::scim::{patch_body, user_body};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -31,12 +31,15 @@ async fn parallel_membership_patches_to_one_group_all_land() {
     for i in 0..80 {
         users.push(scim.create_user(&format!("u{i}@contoso.com")).await);
     }
-    let patches = users.chunks(10).map(|chunk| {
-        let scim = scim.clone();
-        let path = format!("/Groups/{group}");
-        let value: Vec<Value> = chunk.iter().map(|u| json!({"value": u})).collect();
-        async move { scim.patch(&path, &patch_body(json!([{"op": "Add", "path": "members", "value": value}]))).await.status }
-    });
+    let patches =
+        users.chunks(10).map(|chunk| {
+            let scim = scim.clone();
+            let path = format!("/Groups/{group}");
+            let value: Vec<Value> = chunk.iter().map(|u| json!({"value": u})).collect();
+            async move {
+                scim.patch(&path, &patch_body(json!([{"op": "Add", "path": "members", "value": value}]))).await.status
+            }
+        });
     let statuses = join_all(patches).await;
     assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
     let got = scim.get(&format!("/Groups/{group}")).await;

@@ -41,9 +41,17 @@ async fn bad_bodies_get_their_error_and_write_nothing() {
     let no_user_name = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "displayName": "x"});
     assert_scim_error(&scim.post("/Users", &no_user_name).await, 400, Some("invalidValue"));
 
-    let not_json = scim.send_raw(Method::POST, "/Users", Some(b"userName=x".to_vec()), &[("content-type", "text/plain")]).await;
+    let not_json =
+        scim.send_raw(Method::POST, "/Users", Some(b"userName=x".to_vec()), &[("content-type", "text/plain")]).await;
     assert_scim_error(&not_json, 415, None);
-    let plain_json = scim.send_raw(Method::POST, "/Users", Some(user_body("ok@contoso.com").to_string().into_bytes()), &[("content-type", "application/json")]).await;
+    let plain_json = scim
+        .send_raw(
+            Method::POST,
+            "/Users",
+            Some(user_body("ok@contoso.com").to_string().into_bytes()),
+            &[("content-type", "application/json")],
+        )
+        .await;
     assert_eq!(plain_json.status, 201, "application/json is accepted too: {}", plain_json.text);
     scim.delete(&format!("/Users/{}", plain_json.body["id"].as_str().unwrap())).await;
 
@@ -137,7 +145,9 @@ async fn a_revoked_token_stops_working_and_a_rotated_one_starts() {
     let app = TestApp::spawn().await;
     let mut conn = app.db.pool.acquire().await.unwrap();
     let (_, new_token) =
-        muster_infra::tenancy::issue_token(&mut conn, app.tenant.id, muster_infra::tenancy::TokenKind::Scim, "rotated").await.unwrap();
+        muster_infra::tenancy::issue_token(&mut conn, app.tenant.id, muster_infra::tenancy::TokenKind::Scim, "rotated")
+            .await
+            .unwrap();
     assert_eq!(app.scim_as(&new_token).get("/Users").await.status, 200);
     assert_eq!(app.scim().get("/Users").await.status, 200, "both tokens live during the rotation");
     let tokens = muster_infra::tenancy::list_tokens(&app.db.pool, app.tenant.id).await.unwrap();

@@ -21,7 +21,9 @@ fn substitute_json(value: &Value, vars: &HashMap<String, String>) -> Value {
     match value {
         Value::String(s) => Value::String(substitute(s, vars)),
         Value::Array(items) => Value::Array(items.iter().map(|v| substitute_json(v, vars)).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (substitute(k, vars), substitute_json(v, vars))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (substitute(k, vars), substitute_json(v, vars))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -85,7 +87,11 @@ async fn run_fixture(file: &str) {
             }
         }
         for absent in expect.get("absent").and_then(Value::as_array).into_iter().flatten() {
-            assert!(resp.body.get(absent.as_str().unwrap()).is_none(), "{name}: {absent} should be absent: {}", resp.text);
+            assert!(
+                resp.body.get(absent.as_str().unwrap()).is_none(),
+                "{name}: {absent} should be absent: {}",
+                resp.text
+            );
         }
         if let Some(captures) = step.get("capture").and_then(Value::as_object) {
             for (var, pointer) in captures {

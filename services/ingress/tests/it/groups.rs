@@ -1,7 +1,7 @@
 //! Groups: memberships as rows, deltas only.
 
-use muster_testkit::scim::patch_body;
 use muster_testkit::TestApp;
+use muster_testkit::scim::patch_body;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -14,7 +14,9 @@ async fn membership_patch_touches_only_the_delta_and_records_it() {
         users.push(scim.create_user(&format!("m{i}@contoso.com")).await);
     }
     let add: Vec<Value> = users.iter().map(|u| json!({"value": u})).collect();
-    let resp = scim.patch(&format!("/Groups/{group}"), &patch_body(json!([{"op": "Add", "path": "members", "value": add}]))).await;
+    let resp = scim
+        .patch(&format!("/Groups/{group}"), &patch_body(json!([{"op": "Add", "path": "members", "value": add}])))
+        .await;
     assert_eq!(resp.status, 204, "{}", resp.text);
     assert_eq!(resp.header("etag"), Some("W/\"2\""));
     // Entra's remove-with-value form and the RFC's filter form, in one request; plus a
@@ -31,7 +33,8 @@ async fn membership_patch_touches_only_the_delta_and_records_it() {
         .await;
     assert_eq!(resp.status, 204, "{}", resp.text);
     let got = scim.get(&format!("/Groups/{group}")).await;
-    let members: Vec<&str> = got.body["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+    let members: Vec<&str> =
+        got.body["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
     assert_eq!(members.len(), 27);
     assert!(!members.contains(&users[0].as_str()) && members.contains(&users[3].as_str()));
     let deltas: Vec<Value> = sqlx::query_scalar(
@@ -76,7 +79,11 @@ async fn deleting_a_user_removes_its_memberships() {
     let scim = app.scim();
     let group = scim.create_group("G").await;
     let user = scim.create_user("leaver@contoso.com").await;
-    scim.patch(&format!("/Groups/{group}"), &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}]}]))).await;
+    scim.patch(
+        &format!("/Groups/{group}"),
+        &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}]}])),
+    )
+    .await;
     assert_eq!(scim.delete(&format!("/Users/{user}")).await.status, 204);
     let got = scim.get(&format!("/Groups/{group}")).await;
     assert!(got.body.get("members").is_none(), "{}", got.text);
@@ -95,14 +102,26 @@ async fn group_display_names_are_unique_and_groups_nest() {
     let app = TestApp::spawn().await;
     let scim = app.scim();
     let parent = scim.create_group("Parent").await;
-    let dup = scim.post("/Groups", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "PARENT"})).await;
+    let dup = scim
+        .post("/Groups", &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "PARENT"}))
+        .await;
     assert_eq!(dup.status, 409);
     assert_eq!(dup.body["scimType"], "uniqueness");
     let child = scim.create_group("Child").await;
-    let nest = scim.patch(&format!("/Groups/{parent}"), &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": child, "type": "Group"}]}]))).await;
+    let nest = scim
+        .patch(
+            &format!("/Groups/{parent}"),
+            &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": child, "type": "Group"}]}])),
+        )
+        .await;
     assert_eq!(nest.status, 204);
     assert_eq!(scim.get(&format!("/Groups/{parent}")).await.body["members"][0]["type"], "Group");
-    let itself = scim.patch(&format!("/Groups/{parent}"), &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": parent}]}]))).await;
+    let itself = scim
+        .patch(
+            &format!("/Groups/{parent}"),
+            &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": parent}]}])),
+        )
+        .await;
     assert_eq!(itself.status, 400);
 }
 
@@ -122,7 +141,8 @@ async fn create_with_members_and_put_replaces_them() {
         .put(&format!("/Groups/{id}"), &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Team", "members": [{"value": b}]}))
         .await;
     assert_eq!(put.status, 200);
-    let members: Vec<&str> = put.body["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
+    let members: Vec<&str> =
+        put.body["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap()).collect();
     assert_eq!(members, [b.as_str()]);
     let by_user = scim.list("Users", &format!("groups.value eq \"{id}\"")).await;
     assert_eq!(by_user.body["Resources"][0]["id"], b.as_str());

@@ -1,7 +1,7 @@
 //! Tenants never see or touch each other's resources: 404, never 403.
 
-use muster_testkit::scim::{patch_body, user_body};
 use muster_testkit::TestApp;
+use muster_testkit::scim::{patch_body, user_body};
 use serde_json::json;
 
 #[tokio::test]
@@ -15,7 +15,11 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_resources() {
 
     for (path, what) in [(format!("/Users/{user}"), "user"), (format!("/Groups/{group}"), "group")] {
         assert_eq!(b.get(&path).await.status, 404, "GET {what}");
-        assert_eq!(b.patch(&path, &patch_body(json!([{"op": "replace", "path": "displayName", "value": "x"}]))).await.status, 404, "PATCH {what}");
+        assert_eq!(
+            b.patch(&path, &patch_body(json!([{"op": "replace", "path": "displayName", "value": "x"}]))).await.status,
+            404,
+            "PATCH {what}"
+        );
         assert_eq!(b.delete(&path).await.status, 404, "DELETE {what}");
     }
     assert_eq!(b.put(&format!("/Users/{user}"), &user_body("shared@contoso.com")).await.status, 404);
@@ -24,7 +28,12 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_resources() {
 
     // Tenant B cannot add A's user to its own group either.
     let b_group = b.create_group("B's group").await;
-    let steal = b.patch(&format!("/Groups/{b_group}"), &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}]}]))).await;
+    let steal = b
+        .patch(
+            &format!("/Groups/{b_group}"),
+            &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}]}])),
+        )
+        .await;
     assert_eq!(steal.status, 400);
 
     // The same userName is free in another tenant.

@@ -1,7 +1,7 @@
 //! Users as Entra ID provisions them.
 
-use muster_testkit::scim::{patch_body, user_body};
 use muster_testkit::TestApp;
+use muster_testkit::scim::{patch_body, user_body};
 use serde_json::json;
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -39,7 +39,9 @@ async fn entra_dialect_patch_is_accepted_as_entra_sends_it() {
     assert!(schemas.contains(&json!(ENTERPRISE)) && schemas.contains(&json!(MUSTER)), "{schemas:?}");
 
     // Removing the manager as Entra does leaves no manager behind.
-    let removed = scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Remove", "path": format!("{ENTERPRISE}:manager")}]))).await;
+    let removed = scim
+        .patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Remove", "path": format!("{ENTERPRISE}:manager")}])))
+        .await;
     assert_eq!(removed.status, 200);
     assert!(removed.body[ENTERPRISE].get("manager").is_none(), "{}", removed.text);
 }
@@ -49,7 +51,8 @@ async fn deactivated_users_still_come_back_from_get_and_filters() {
     let app = TestApp::spawn().await;
     let scim = app.scim();
     let id = scim.create_user("gone@contoso.com").await;
-    scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "active", "value": false}]))).await;
+    scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "active", "value": false}])))
+        .await;
     assert_eq!(scim.get(&format!("/Users/{id}")).await.body["active"], false);
     let by_name = scim.list("Users", "userName eq \"GONE@contoso.com\"").await;
     assert_eq!(by_name.body["totalResults"], 1);
@@ -62,9 +65,13 @@ async fn unchanged_patch_keeps_the_version_and_etag() {
     let app = TestApp::spawn().await;
     let scim = app.scim();
     let id = scim.create_user("same@contoso.com").await;
-    let once = scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "title", "value": "Engineer"}]))).await;
+    let once = scim
+        .patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "title", "value": "Engineer"}])))
+        .await;
     assert_eq!(once.header("etag"), Some("W/\"2\""));
-    let again = scim.patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "title", "value": "Engineer"}]))).await;
+    let again = scim
+        .patch(&format!("/Users/{id}"), &patch_body(json!([{"op": "Replace", "path": "title", "value": "Engineer"}])))
+        .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.header("etag"), Some("W/\"2\""), "Entra re-sends unchanged values each cycle");
     let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox where entity_id = $1")
@@ -82,7 +89,10 @@ async fn every_write_commits_its_event_with_the_envelope() {
     let id = scim.create_user("evt@contoso.com").await;
     scim.delete(&format!("/Users/{id}")).await;
     let rows: Vec<(String, serde_json::Value, Option<String>)> =
-        sqlx::query_as("select routing_key, envelope, traceparent from scim.outbox order by id").fetch_all(&app.db.pool).await.unwrap();
+        sqlx::query_as("select routing_key, envelope, traceparent from scim.outbox order by id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
     let keys: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     assert_eq!(keys, ["scim.user.upserted", "scim.user.deleted"]);
     let envelope = &rows[1].1;
@@ -114,8 +124,17 @@ async fn discovery_tells_what_is_supported() {
     assert_eq!(spc.body["etag"]["supported"], true);
     assert_eq!(spc.body["filter"]["maxResults"], 1000);
     let schemas = scim.get("/Schemas").await;
-    let ids: Vec<&str> = schemas.body["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE, MUSTER, "urn:ietf:params:scim:schemas:core:2.0:Group"]);
+    let ids: Vec<&str> =
+        schemas.body["Resources"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "urn:ietf:params:scim:schemas:core:2.0:User",
+            ENTERPRISE,
+            MUSTER,
+            "urn:ietf:params:scim:schemas:core:2.0:Group"
+        ]
+    );
     let user_schema = scim.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await;
     assert_eq!(user_schema.body["attributes"][0]["caseExact"], false);
     let types = scim.get("/ResourceTypes").await;
