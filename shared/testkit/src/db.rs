@@ -28,7 +28,6 @@ pub struct Tenant {
 pub struct TestDb {
     pub pool: PgPool,
     pub name: String,
-    options: PgConnectOptions,
 }
 
 fn server_options() -> PgConnectOptions {
@@ -60,7 +59,7 @@ impl TestDb {
         if let Err(e) = muster_infra::db::migrate(&pool).await {
             panic!("migrating {name}: {e:#}");
         }
-        TestDb { pool, name, options }
+        TestDb { pool, name }
     }
 
     /// Settings pointing a service at this database.
@@ -73,7 +72,6 @@ impl TestDb {
             }
             _ => format!("{}/{}", base.trim_end_matches('/'), self.name),
         };
-        let _ = &self.options;
         DatabaseSettings { url: SecretString::from(url), max_connections: 8, acquire_timeout_ms: 5000 }
     }
 
