@@ -25,6 +25,17 @@ fn start_relay(app: &TestApp, amqp: &muster_infra::config::AmqpSettings) -> Rela
 
 const WAIT: Duration = Duration::from_secs(20);
 
+async fn until_nothing_pending(app: &TestApp, what: &str) {
+    eventually(WAIT, what, || async {
+        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
+            .fetch_one(&app.db.pool)
+            .await
+            .ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
     let app = TestApp::spawn().await;
@@ -75,14 +86,7 @@ async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
     assert_eq!(second.body["version"], 2);
 
     // Published rows are marked (right after their confirms), so nothing is sent twice.
-    eventually(WAIT, "every row marked published", || async {
-        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
-            .fetch_one(&app.db.pool)
-            .await
-            .ok()?;
-        (pending == 0).then_some(())
-    })
-    .await;
+    until_nothing_pending(&app, "every row marked published").await;
     assert!(probe.next(Duration::from_millis(300)).await.is_none());
     probe.teardown(&names).await;
 }
@@ -155,14 +159,7 @@ async fn an_unroutable_event_stays_pending_until_a_queue_is_bound() {
     assert!(error.contains("unroutable"), "{error}");
 
     muster_infra::amqp::declare_worker_queue(&probe.channel, &names, &NORMALIZER).await.unwrap();
-    eventually(WAIT, "the event to be published once routable", || async {
-        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
-            .fetch_one(&app.db.pool)
-            .await
-            .ok()?;
-        (pending == 0).then_some(())
-    })
-    .await;
+    until_nothing_pending(&app, "the event to be published once routable").await;
     let queued = probe
         .channel
         .queue_declare(

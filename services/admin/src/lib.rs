@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -43,14 +42,7 @@ pub struct Settings {
 struct AdminTenant(Uuid);
 
 async fn require_admin(State(pool): State<PgPool>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
-    let Some(token) = token else {
+    let Some(token) = muster_infra::http::bearer_token(req.headers()).map(str::to_string) else {
         return Problem::unauthorized("an Authorization: Bearer admin token is required").into_response();
     };
     match tenancy::authenticate(&pool, TokenKind::Admin, &token).await {

@@ -23,14 +23,7 @@ pub struct TenantId(pub Uuid);
 /// Resolves the bearer token to a tenant, applies the tenant's rate limit, and runs the rest
 /// of the request in a span carrying the tenant id (continuing an incoming `traceparent`).
 pub async fn require_tenant(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
+    let Some(token) = muster_infra::http::bearer_token(req.headers()).map(str::to_string) else {
         return ApiError(ScimError::unauthorized("an Authorization: Bearer token is required")).into_response();
     };
     let tenant = match tenancy::authenticate(&state.pool, TokenKind::Scim, &token).await {

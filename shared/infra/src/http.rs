@@ -91,6 +91,14 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
     (status, Json(json!({"status": if ready { "ready" } else { "not ready" }, "checks": checks}))).into_response()
 }
 
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Middleware: `http_requests_total` and `http_request_duration_seconds`, labelled by route
 /// template (never by raw path, which would explode cardinality with ids).
 pub async fn track_metrics(req: Request, next: Next) -> Response {

@@ -13,20 +13,19 @@ use muster_infra::outbox;
 use muster_infra::telemetry::current_traceparent;
 use muster_scim::ScimError;
 use muster_scim::patch::{MemberChange, apply_patch, parse_patch_request};
-use muster_scim::resource::{MemberRef, normalize_resource, project, wants_attribute};
+use muster_scim::resource::{MemberRef, normalize_resource};
 use muster_scim::schema::{ResourceKind, group_type};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::users::membership_removals;
-use super::{list_resources, not_found, parse_id};
+use super::{get_resource, list_resources, not_found, parse_id, render_one};
 use crate::AppState;
 use crate::auth::TenantId;
 use crate::error::ApiError;
-use crate::extract::{BaseUrl, ScimBody, check_if_match, none_match};
-use crate::params::selection;
-use crate::render::{event, members_json, render, resource_response};
+use crate::extract::{BaseUrl, ScimBody, check_if_match};
+use crate::render::{event, resource_response};
 use crate::store::{self, ResourceRow};
 
 const KIND: ResourceKind = ResourceKind::Group;
@@ -144,22 +143,6 @@ async fn apply_member_changes(
     Ok(delta)
 }
 
-async fn rendered(
-    state: &AppState,
-    tenant: Uuid,
-    row: &ResourceRow,
-    base: &str,
-    with_members: bool,
-) -> Result<Value, ApiError> {
-    let members = if with_members {
-        let mut by_group = store::members_of(&state.pool, tenant, &[row.id]).await?;
-        by_group.remove(&row.id).map(|m| members_json(base, &m))
-    } else {
-        None
-    };
-    Ok(render(group_type(), row, base, members))
-}
-
 /// `POST /Groups`.
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, group_id))]
 pub async fn create(
@@ -181,7 +164,7 @@ pub async fn create(
     outbox::append(&mut tx, &events, &current_traceparent()).await?;
     tx.commit().await?;
     count_write("create");
-    let body = rendered(&state, tenant, &row, &base, !delta.is_empty()).await?;
+    let body = render_one(&state, group_type(), tenant, &row, &base, !delta.is_empty()).await?;
     Ok(resource_response(StatusCode::CREATED, &body, row.version))
 }
 
@@ -196,19 +179,7 @@ pub async fn get(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let gid = parse_id(group_type(), &id)?;
-    let row = store::find(&state.pool, KIND, tenant, gid, false).await?.ok_or_else(|| not_found(group_type(), &id))?;
-    if none_match(&headers, row.version) {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
-    }
-    let (attributes, excluded) = selection(&params);
-    let with_members = wants_attribute(group_type(), attributes.as_deref(), excluded.as_deref(), "members");
-    let doc = rendered(&state, tenant, &row, &base, with_members).await?;
-    Ok(resource_response(
-        StatusCode::OK,
-        &project(group_type(), doc, attributes.as_deref(), excluded.as_deref()),
-        row.version,
-    ))
+    get_resource(&state, group_type(), tenant, &base, &id, &params, &headers).await
 }
 
 /// `GET /Groups`.
@@ -219,18 +190,7 @@ pub async fn list(
     BaseUrl(base): BaseUrl,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (attributes, excluded) = selection(&params);
-    let with_members = wants_attribute(group_type(), attributes.as_deref(), excluded.as_deref(), "members");
-    let pool = state.pool.clone();
-    let base_for_members = base.clone();
-    list_resources(&state, group_type(), tenant, &base, &params, |ids| async move {
-        if !with_members {
-            return Ok(HashMap::new());
-        }
-        let members = store::members_of(&pool, tenant, &ids).await?;
-        Ok(members.into_iter().map(|(id, m)| (id, members_json(&base_for_members, &m))).collect())
-    })
-    .await
+    list_resources(&state, group_type(), tenant, &base, &params).await
 }
 
 /// `PUT /Groups/{id}`: replaces the document and the whole membership.
@@ -247,7 +207,7 @@ pub async fn replace(
     let row =
         write(&state, tenant, &id, &headers, doc, vec![MemberChange::Replace(members.unwrap_or_default())], "replace")
             .await?;
-    let body = rendered(&state, tenant, &row, &base, true).await?;
+    let body = render_one(&state, group_type(), tenant, &row, &base, true).await?;
     Ok(resource_response(StatusCode::OK, &body, row.version))
 }
 

@@ -6,17 +6,19 @@ pub mod users;
 
 use std::collections::HashMap;
 
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use muster_scim::ScimError;
-use muster_scim::resource::project;
-use muster_scim::schema::{LIST_RESPONSE_SCHEMA, ResourceType};
+use muster_scim::resource::{project, wants_attribute};
+use muster_scim::schema::{LIST_RESPONSE_SCHEMA, ResourceKind, ResourceType};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, scim_json};
-use crate::params::ListParams;
+use crate::extract::none_match;
+use crate::params::{ListParams, selection};
+use crate::render::{groups_json, members_json, render, resource_response};
 use crate::store::{self, ResourceRow};
 
 /// Parses a path id; an id that is not ours (not a UUID) is simply not found.
@@ -30,31 +32,97 @@ pub fn not_found(rt: &ResourceType, id: &str) -> ApiError {
     ApiError(ScimError::not_found(format!("{} {id} not found", rt.name)))
 }
 
-/// `GET /Users` and `GET /Groups`: a ListResponse. `related` loads `members` / `groups` for
-/// the page's rows in one query when they are to be returned.
-pub async fn list_resources<F, Fut>(
+/// The attribute kept as rows for each resource type: `members` of a Group, `groups` of a User.
+pub fn related_attribute(rt: &ResourceType) -> &'static str {
+    match rt.kind {
+        ResourceKind::Group => "members",
+        ResourceKind::User => "groups",
+    }
+}
+
+/// Loads `members` (Groups) or `groups` (Users) of `ids` in one query, as SCIM JSON.
+pub async fn load_related(
+    state: &AppState,
+    rt: &ResourceType,
+    tenant: Uuid,
+    base: &str,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Value>, ApiError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(match rt.kind {
+        ResourceKind::Group => store::members_of(&state.pool, tenant, ids)
+            .await?
+            .into_iter()
+            .map(|(id, m)| (id, members_json(base, &m)))
+            .collect(),
+        ResourceKind::User => store::groups_of(&state.pool, tenant, ids)
+            .await?
+            .into_iter()
+            .map(|(id, g)| (id, groups_json(base, &g)))
+            .collect(),
+    })
+}
+
+/// One resource as SCIM JSON, with its row-kept attribute when `with_related`.
+pub async fn render_one(
+    state: &AppState,
+    rt: &ResourceType,
+    tenant: Uuid,
+    row: &ResourceRow,
+    base: &str,
+    with_related: bool,
+) -> Result<Value, ApiError> {
+    let related =
+        if with_related { load_related(state, rt, tenant, base, &[row.id]).await?.remove(&row.id) } else { None };
+    Ok(render(rt, row, base, related))
+}
+
+/// `GET /Users/{id}` and `GET /Groups/{id}`, with `attributes` / `excludedAttributes` and
+/// `If-None-Match`.
+pub async fn get_resource(
+    state: &AppState,
+    rt: &'static ResourceType,
+    tenant: Uuid,
+    base: &str,
+    id: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let uuid = parse_id(rt, id)?;
+    let row = store::find(&state.pool, rt.kind, tenant, uuid, false).await?.ok_or_else(|| not_found(rt, id))?;
+    if none_match(headers, row.version) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let (attributes, excluded) = selection(params);
+    let with_related = wants_attribute(rt, attributes.as_deref(), excluded.as_deref(), related_attribute(rt));
+    let doc = render_one(state, rt, tenant, &row, base, with_related).await?;
+    Ok(resource_response(StatusCode::OK, &project(rt, doc, attributes.as_deref(), excluded.as_deref()), row.version))
+}
+
+/// `GET /Users` and `GET /Groups`: a ListResponse; the row-kept attribute of the page's rows
+/// is loaded in one query, and only when it is to be returned.
+pub async fn list_resources(
     state: &AppState,
     rt: &'static ResourceType,
     tenant: Uuid,
     base: &str,
     params: &HashMap<String, String>,
-    related: F,
-) -> Result<Response, ApiError>
-where
-    F: FnOnce(Vec<Uuid>) -> Fut,
-    Fut: std::future::Future<Output = Result<HashMap<Uuid, Value>, ApiError>>,
-{
+) -> Result<Response, ApiError> {
     let params = ListParams::parse(params, &state.scim)?;
     let mut conn = state.pool.acquire().await?;
     let (rows, total) =
         store::list(&mut conn, rt, tenant, params.filter.as_ref(), params.start_index - 1, params.count).await?;
     drop(conn);
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut related = if ids.is_empty() { HashMap::new() } else { related(ids).await? };
+    let with_related =
+        wants_attribute(rt, params.attributes.as_deref(), params.excluded.as_deref(), related_attribute(rt));
+    let ids: Vec<Uuid> = if with_related { rows.iter().map(|r| r.id).collect() } else { Vec::new() };
+    let mut related = load_related(state, rt, tenant, base, &ids).await?;
     let resources: Vec<Value> = rows
         .iter()
-        .map(|row: &ResourceRow| {
-            let doc = crate::render::render(rt, row, base, related.remove(&row.id));
+        .map(|row| {
+            let doc = render(rt, row, base, related.remove(&row.id));
             project(rt, doc, params.attributes.as_deref(), params.excluded.as_deref())
         })
         .collect();

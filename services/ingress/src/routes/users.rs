@@ -13,40 +13,23 @@ use muster_infra::outbox;
 use muster_infra::telemetry::current_traceparent;
 use muster_scim::ScimError;
 use muster_scim::patch::{apply_patch, parse_patch_request};
-use muster_scim::resource::{normalize_resource, project, wants_attribute};
+use muster_scim::resource::normalize_resource;
 use muster_scim::schema::{ResourceKind, user_type};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{list_resources, not_found, parse_id};
+use super::{get_resource, list_resources, not_found, parse_id, render_one};
 use crate::AppState;
 use crate::auth::TenantId;
 use crate::error::ApiError;
-use crate::extract::{BaseUrl, ScimBody, check_if_match, none_match};
-use crate::params::selection;
-use crate::render::{event, groups_json, render, resource_response};
-use crate::store::{self, ResourceRow};
+use crate::extract::{BaseUrl, ScimBody, check_if_match};
+use crate::render::{event, render, resource_response};
+use crate::store::{self};
 
 const KIND: ResourceKind = ResourceKind::User;
 
 fn count_write(op: &'static str) {
     metrics::counter!("scim_writes_total", "resource" => "User", "op" => op).increment(1);
-}
-
-async fn rendered(
-    state: &AppState,
-    tenant: Uuid,
-    row: &ResourceRow,
-    base: &str,
-    with_groups: bool,
-) -> Result<Value, ApiError> {
-    let groups = if with_groups {
-        let mut by_user = store::groups_of(&state.pool, tenant, &[row.id]).await?;
-        by_user.remove(&row.id).map(|g| groups_json(base, &g))
-    } else {
-        None
-    };
-    Ok(render(user_type(), row, base, groups))
 }
 
 /// `POST /Users`.
@@ -79,19 +62,7 @@ pub async fn get(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let uid = parse_id(user_type(), &id)?;
-    let row = store::find(&state.pool, KIND, tenant, uid, false).await?.ok_or_else(|| not_found(user_type(), &id))?;
-    if none_match(&headers, row.version) {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
-    }
-    let (attributes, excluded) = selection(&params);
-    let with_groups = wants_attribute(user_type(), attributes.as_deref(), excluded.as_deref(), "groups");
-    let doc = rendered(&state, tenant, &row, &base, with_groups).await?;
-    Ok(resource_response(
-        StatusCode::OK,
-        &project(user_type(), doc, attributes.as_deref(), excluded.as_deref()),
-        row.version,
-    ))
+    get_resource(&state, user_type(), tenant, &base, &id, &params, &headers).await
 }
 
 /// `GET /Users`.
@@ -102,18 +73,7 @@ pub async fn list(
     BaseUrl(base): BaseUrl,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (attributes, excluded) = selection(&params);
-    let with_groups = wants_attribute(user_type(), attributes.as_deref(), excluded.as_deref(), "groups");
-    let pool = state.pool.clone();
-    let base_for_groups = base.clone();
-    list_resources(&state, user_type(), tenant, &base, &params, |ids| async move {
-        if !with_groups {
-            return Ok(HashMap::new());
-        }
-        let groups = store::groups_of(&pool, tenant, &ids).await?;
-        Ok(groups.into_iter().map(|(id, g)| (id, groups_json(&base_for_groups, &g))).collect())
-    })
-    .await
+    list_resources(&state, user_type(), tenant, &base, &params).await
 }
 
 /// `PUT /Users/{id}`: replaces every writable attribute.
@@ -172,7 +132,7 @@ async fn write(
         row
     };
     tx.commit().await?;
-    let body = rendered(state, tenant, &row, base, true).await?;
+    let body = render_one(state, user_type(), tenant, &row, base, true).await?;
     Ok(resource_response(StatusCode::OK, &body, row.version))
 }
 
