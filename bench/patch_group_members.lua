@@ -1,11 +1,11 @@
 -- wrk script: membership PATCHes of MEMBERS users each, as Entra ID sends them, alternately
 -- adding and removing the same members (so every request is a real delta of that size).
--- Each wrk connection works on its own group (GROUPS, comma-separated ids) so that the
+-- Each wrk connection works on its own group (GROUP_IDS, comma-separated ids) so that the
 -- figure is the cost of a PATCH, not of waiting for another PATCH's row lock.
---   TOKEN=… GROUPS=<id>,<id> MEMBER_FILE=/tmp/members.txt wrk -t2 -c2 -d30s --latency -s bench/patch_group_members.lua http://127.0.0.1:8080
+--   TOKEN=… GROUP_IDS=<id>,<id> MEMBER_FILE=/tmp/members.txt wrk -t2 -c2 -d30s --latency -s bench/patch_group_members.lua http://127.0.0.1:8080
 local token = os.getenv("TOKEN")
 local groups = {}
-for id in string.gmatch(os.getenv("GROUPS"), "[^,]+") do table.insert(groups, id) end
+for id in string.gmatch(os.getenv("GROUP_IDS"), "[^,]+") do table.insert(groups, id) end
 local values = {}
 for line in io.lines(os.getenv("MEMBER_FILE")) do
   table.insert(values, '{"value":"' .. line .. '"}')

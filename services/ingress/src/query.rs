@@ -43,7 +43,7 @@ enum Each {
 }
 
 /// Appends ` and (<condition>)` for `filter` to `qb`.
-pub fn push_filter(qb: &mut QueryBuilder<Postgres>, rt: &ResourceType, filter: &Filter) -> Result<(), ScimError> {
+pub fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, rt: &ResourceType, filter: &Filter) -> Result<(), ScimError> {
     let mut compiler = Compiler { rt, aliases: 0 };
     qb.push(" and (");
     compiler.push(qb, filter, Scope::Resource)?;
@@ -62,7 +62,12 @@ impl Compiler<'_> {
         format!("e{}", self.aliases)
     }
 
-    fn push(&mut self, qb: &mut QueryBuilder<Postgres>, filter: &Filter, scope: Scope<'_>) -> Result<(), ScimError> {
+    fn push(
+        &mut self,
+        qb: &mut QueryBuilder<'_, Postgres>,
+        filter: &Filter,
+        scope: Scope<'_>,
+    ) -> Result<(), ScimError> {
         match filter {
             Filter::And(a, b) | Filter::Or(a, b) => {
                 qb.push("(");
@@ -91,7 +96,7 @@ impl Compiler<'_> {
 
     fn push_value_path(
         &mut self,
-        qb: &mut QueryBuilder<Postgres>,
+        qb: &mut QueryBuilder<'_, Postgres>,
         path: &AttrPath,
         inner: &Filter,
         scope: Scope<'_>,
@@ -250,7 +255,7 @@ impl Compiler<'_> {
 
     fn push_leaf(
         &mut self,
-        qb: &mut QueryBuilder<Postgres>,
+        qb: &mut QueryBuilder<'_, Postgres>,
         operand: &Operand,
         comparison: Option<(CompareOp, &Value)>,
     ) -> Result<(), ScimError> {
@@ -284,7 +289,7 @@ impl Compiler<'_> {
     }
 }
 
-fn push_membership_exists(qb: &mut QueryBuilder<Postgres>, rt: &ResourceType, alias: &str) {
+fn push_membership_exists(qb: &mut QueryBuilder<'_, Postgres>, rt: &ResourceType, alias: &str) {
     let own = if rt.kind == ResourceKind::Group { "group_id" } else { "member_id" };
     qb.push(format!(
         "exists (select 1 from scim.group_members {alias} where {alias}.tenant_id = r.tenant_id and {alias}.{own} = r.id"
@@ -296,7 +301,7 @@ fn escape_like(s: &str) -> String {
 }
 
 fn push_comparison(
-    qb: &mut QueryBuilder<Postgres>,
+    qb: &mut QueryBuilder<'_, Postgres>,
     operand: &Operand,
     comparison: Option<(CompareOp, &Value)>,
 ) -> Result<(), ScimError> {
@@ -376,7 +381,7 @@ fn push_comparison(
 }
 
 fn push_string(
-    qb: &mut QueryBuilder<Postgres>,
+    qb: &mut QueryBuilder<'_, Postgres>,
     sql: &str,
     case_exact: bool,
     op: CompareOp,
@@ -424,7 +429,7 @@ mod tests {
     fn sql(rt: &ResourceType, f: &str) -> String {
         let mut qb = QueryBuilder::<Postgres>::new("select 1 from t r where true");
         push_filter(&mut qb, rt, &Filter::parse(f).unwrap()).unwrap();
-        qb.sql().as_str().to_string()
+        qb.sql().to_string()
     }
 
     #[test]

@@ -9,7 +9,7 @@ use muster_scim::ScimError;
 use muster_scim::filter::Filter;
 use muster_scim::schema::{ResourceKind, ResourceType};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -48,10 +48,10 @@ pub async fn insert(
 ) -> sqlx::Result<ResourceRow> {
     match kind {
         ResourceKind::User => {
-            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+            sqlx::query_as::<_, ResourceRow>(&format!(
                 "insert into scim.users (tenant_id, id, user_name, external_id, active, resource)
                  values ($1, $2, $3, $4, $5, $6) returning {COLUMNS}"
-            )))
+            ))
             .bind(tenant)
             .bind(id)
             .bind(text(doc, "userName").unwrap_or_default())
@@ -62,10 +62,10 @@ pub async fn insert(
             .await
         }
         ResourceKind::Group => {
-            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+            sqlx::query_as::<_, ResourceRow>(&format!(
                 "insert into scim.groups (tenant_id, id, display_name, external_id, resource)
                  values ($1, $2, $3, $4, $5) returning {COLUMNS}"
-            )))
+            ))
             .bind(tenant)
             .bind(id)
             .bind(text(doc, "displayName").unwrap_or_default())
@@ -87,11 +87,11 @@ pub async fn update(
 ) -> sqlx::Result<ResourceRow> {
     match kind {
         ResourceKind::User => {
-            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+            sqlx::query_as::<_, ResourceRow>(&format!(
                 "update scim.users set user_name = $3, external_id = $4, active = $5, resource = $6,
                         version = version + 1, updated_at = now()
                  where tenant_id = $1 and id = $2 returning {COLUMNS}"
-            )))
+            ))
             .bind(tenant)
             .bind(id)
             .bind(text(doc, "userName").unwrap_or_default())
@@ -102,11 +102,11 @@ pub async fn update(
             .await
         }
         ResourceKind::Group => {
-            sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+            sqlx::query_as::<_, ResourceRow>(&format!(
                 "update scim.groups set display_name = $3, external_id = $4, resource = $5,
                         version = version + 1, updated_at = now()
                  where tenant_id = $1 and id = $2 returning {COLUMNS}"
-            )))
+            ))
             .bind(tenant)
             .bind(id)
             .bind(text(doc, "displayName").unwrap_or_default())
@@ -120,10 +120,10 @@ pub async fn update(
 
 /// Bumps a resource's version without changing its document (a membership-only change).
 pub async fn touch(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid) -> sqlx::Result<ResourceRow> {
-    sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+    sqlx::query_as::<_, ResourceRow>(&format!(
         "update {} set version = version + 1, updated_at = now() where tenant_id = $1 and id = $2 returning {COLUMNS}",
         table(kind)
-    )))
+    ))
     .bind(tenant)
     .bind(id)
     .fetch_one(conn)
@@ -140,10 +140,10 @@ pub async fn find(
     lock: bool,
 ) -> sqlx::Result<Option<ResourceRow>> {
     let suffix = if lock { " for update" } else { "" };
-    sqlx::query_as::<_, ResourceRow>(AssertSqlSafe(format!(
+    sqlx::query_as::<_, ResourceRow>(&format!(
         "select {COLUMNS} from {} where tenant_id = $1 and id = $2{suffix}",
         table(kind)
-    )))
+    ))
     .bind(tenant)
     .bind(id)
     .fetch_optional(executor)
@@ -152,10 +152,10 @@ pub async fn find(
 
 /// Deletes a resource; returns the version it had.
 pub async fn delete(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid) -> sqlx::Result<Option<i64>> {
-    sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
+    sqlx::query_scalar::<_, i64>(&format!(
         "delete from {} where tenant_id = $1 and id = $2 returning version",
         table(kind)
-    )))
+    ))
     .bind(tenant)
     .bind(id)
     .fetch_optional(conn)
@@ -171,7 +171,7 @@ pub async fn list(
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<ResourceRow>, i64), ApiError> {
-    let condition = |qb: &mut QueryBuilder<Postgres>| -> Result<(), ScimError> {
+    let condition = |qb: &mut QueryBuilder<'_, Postgres>| -> Result<(), ScimError> {
         qb.push_bind(tenant);
         if let Some(f) = filter {
             push_filter(qb, rt, f)?;

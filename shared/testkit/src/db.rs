@@ -47,7 +47,7 @@ impl TestDb {
             Err(e) => panic!("cannot reach PostgreSQL at {} (is it running?): {e}", server_url()),
         };
         drop_stale_databases(&mut admin).await;
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}"))).execute(&mut admin).await {
+        if let Err(e) = sqlx::query(&format!("create database {name}")).execute(&mut admin).await {
             panic!("creating {name}: {e}");
         }
         let _ = admin.close().await;
@@ -111,9 +111,7 @@ async fn drop_stale_databases(admin: &mut PgConnection) {
         let created: Option<u64> =
             name.strip_prefix("muster_test_").and_then(|rest| rest.split('_').next()?.parse().ok());
         if created.is_some_and(|t| t < cutoff) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
-                .execute(&mut *admin)
-                .await;
+            let _ = sqlx::query(&format!("drop database if exists {name} with (force)")).execute(&mut *admin).await;
         }
     }
 }
