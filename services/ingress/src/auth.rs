@@ -46,7 +46,19 @@ pub async fn require_tenant(State(state): State<AppState>, mut req: Request, nex
         muster_infra::telemetry::continue_trace(&span, tp);
     }
     req.extensions_mut().insert(TenantId(tenant));
-    next.run(req).instrument(span).await
+    let started = std::time::Instant::now();
+    async move {
+        let response = next.run(req).await;
+        // The access log: one line per request, inside the span that names the tenant.
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "scim request"
+        );
+        response
+    }
+    .instrument(span)
+    .await
 }
 
 /// A token bucket per tenant, in this process. With several ingress replicas each enforces
