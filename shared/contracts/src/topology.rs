@@ -67,6 +67,13 @@ impl Names {
     pub fn dead_letter_queue(&self, worker: &WorkerQueue) -> String {
         format!("{}.dlq", self.queue(worker))
     }
+
+    /// A worker queue's delay queue for retries after `delay_ms`: messages wait there for
+    /// their TTL, then dead-letter back into the worker's queue. Named by the delay, so a
+    /// changed retry schedule declares new queues instead of clashing with old arguments.
+    pub fn retry_queue(&self, worker: &WorkerQueue, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}ms", self.queue(worker))
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +86,6 @@ mod tests {
         assert_eq!(names.events_exchange(), "t1.muster.events");
         assert_eq!(names.queue(&NORMALIZER), "t1.muster.normalizer");
         assert_eq!(names.dead_letter_queue(&NORMALIZER), "t1.muster.normalizer.dlq");
+        assert_eq!(names.retry_queue(&NORMALIZER, 5000), "t1.muster.normalizer.retry.5000ms");
     }
 }

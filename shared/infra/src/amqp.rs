@@ -22,6 +22,13 @@ pub async fn connect(settings: &AmqpSettings) -> lapin::Result<Connection> {
     Connection::connect(settings.url.expose_secret(), ConnectionProperties::default()).await
 }
 
+/// Opens a connection that operators see under `name` (`rabbitmqctl list_connections
+/// client_properties`, the management UI).
+pub async fn connect_named(settings: &AmqpSettings, name: &str) -> lapin::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(LongString::from(name.as_bytes().to_vec()));
+    Connection::connect(settings.url.expose_secret(), properties).await
+}
+
 fn long_string(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
 }
@@ -82,6 +89,23 @@ pub async fn declare_worker_queue(channel: &Channel, names: &Names, worker: &Wor
     Ok(())
 }
 
+/// Declares a worker's delay queues, one per retry delay: a message published there waits
+/// for the queue's TTL, then dead-letters through the default exchange back into the
+/// worker's queue.
+pub async fn declare_retry_queues(channel: &Channel, names: &Names, worker: &WorkerQueue, delays_ms: &[u64]) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    for delay in delays_ms {
+        let mut args = FieldTable::default();
+        // Classic queues: a fixed per-queue TTL expires messages in order, so none waits
+        // behind a longer one.
+        args.insert(ShortString::from("x-message-ttl"), AMQPValue::LongLongInt(*delay as i64));
+        args.insert(ShortString::from("x-dead-letter-exchange"), long_string(""));
+        args.insert(ShortString::from("x-dead-letter-routing-key"), long_string(&names.queue(worker)));
+        channel.queue_declare(names.retry_queue(worker, *delay).as_str().into(), durable, args).await?;
+    }
+    Ok(())
+}
+
 /// Message properties for an event: persistent JSON with its id and trace context.
 pub fn event_properties(event_id: &str, traceparent: Option<&str>) -> BasicProperties {
     let mut headers = FieldTable::default();
@@ -93,6 +117,39 @@ pub fn event_properties(event_id: &str, traceparent: Option<&str>) -> BasicPrope
         .with_delivery_mode(2)
         .with_message_id(event_id.into())
         .with_headers(headers)
+}
+
+/// An integer header of a delivered message.
+pub fn header_i64(properties: &BasicProperties, name: &str) -> Option<i64> {
+    let headers = properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// `properties` with the string headers `set` added (replacing same-named ones).
+pub fn with_headers(properties: &BasicProperties, set: &[(&str, HeaderValue)]) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    for (name, value) in set {
+        let v = match value {
+            HeaderValue::Str(s) => long_string(s),
+            HeaderValue::Int(n) => AMQPValue::LongLongInt(*n),
+        };
+        headers.insert(ShortString::from(*name), v);
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// A header value to set.
+#[derive(Debug, Clone)]
+pub enum HeaderValue {
+    Str(String),
+    Int(i64),
 }
 
 /// A string header of a delivered message.

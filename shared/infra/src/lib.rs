@@ -10,5 +10,6 @@ pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;
+pub mod worker;
 
 pub use db::MIGRATOR;
