@@ -92,7 +92,12 @@ pub async fn declare_worker_queue(channel: &Channel, names: &Names, worker: &Wor
 /// Declares a worker's delay queues, one per retry delay: a message published there waits
 /// for the queue's TTL, then dead-letters through the default exchange back into the
 /// worker's queue.
-pub async fn declare_retry_queues(channel: &Channel, names: &Names, worker: &WorkerQueue, delays_ms: &[u64]) -> lapin::Result<()> {
+pub async fn declare_retry_queues(
+    channel: &Channel,
+    names: &Names,
+    worker: &WorkerQueue,
+    delays_ms: &[u64],
+) -> lapin::Result<()> {
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     for delay in delays_ms {
         let mut args = FieldTable::default();

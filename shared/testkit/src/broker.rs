@@ -78,14 +78,60 @@ impl Probe {
 
     /// Deletes every queue and exchange declared under `names`.
     pub async fn teardown(self, names: &Names) {
-        for worker in WORKER_QUEUES {
-            for q in [names.queue(&worker), names.dead_letter_queue(&worker)] {
-                let _ = self.channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-            }
-        }
-        for ex in [names.events_exchange(), names.dead_letter_exchange()] {
-            let _ = self.channel.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
-        }
+        teardown_on(&self.channel, names, &[]).await;
         let _ = self.connection.close(200, "test done".into()).await;
+    }
+
+    /// Publishes an event to the events exchange, confirmed.
+    pub async fn publish(&self, names: &Names, event: &muster_contracts::EventEnvelope) {
+        publish_event(&self.channel, names, event).await;
+    }
+}
+
+/// Publishes `event` with its routing key and waits for the confirm (on a confirm channel).
+pub async fn publish_event(channel: &Channel, names: &Names, event: &muster_contracts::EventEnvelope) {
+    let body = serde_json::to_vec(event).unwrap_or_default();
+    let properties = muster_infra::amqp::event_properties(&event.event_id.to_string(), None);
+    let published = channel
+        .basic_publish(
+            names.events_exchange().into(),
+            event.kind.routing_key().into(),
+            lapin::options::BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await;
+    match published {
+        Ok(confirm) => {
+            let _ = confirm.await;
+        }
+        Err(e) => panic!("publishing a test event: {e}"),
+    }
+}
+
+/// Deletes the worker queues, DLQs, delay queues (for `retry_delays_ms`) and exchanges under
+/// `names`.
+pub async fn teardown_on(channel: &Channel, names: &Names, retry_delays_ms: &[u64]) {
+    for worker in WORKER_QUEUES {
+        let mut queues = vec![names.queue(&worker), names.dead_letter_queue(&worker)];
+        queues.extend(retry_delays_ms.iter().map(|d| names.retry_queue(&worker, *d)));
+        for q in queues {
+            let _ = channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+    }
+    for ex in [names.events_exchange(), names.dead_letter_exchange()] {
+        let _ = channel.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+}
+
+impl Probe {
+    /// A confirm-mode channel on the probe's connection, for publishing test events.
+    pub async fn publisher(&self) -> Channel {
+        let channel = match self.connection.create_channel().await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let _ = channel.confirm_select(lapin::options::ConfirmSelectOptions::default()).await;
+        channel
     }
 }

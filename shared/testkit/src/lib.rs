@@ -9,6 +9,7 @@ pub mod broker;
 pub mod db;
 pub mod proxy;
 pub mod scim;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

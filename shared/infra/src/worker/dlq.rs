@@ -7,12 +7,14 @@
 //! that the other workers bound to the same routing key do not receive it a second time.
 
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use muster_contracts::Names;
 use muster_contracts::headers as h;
 use muster_contracts::topology::WORKER_QUEUES;
-use muster_contracts::Names;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -46,7 +48,8 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn from_message(properties: &BasicProperties, data: &[u8]) -> DeadLetter {
-        let payload = serde_json::from_slice(data).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
+        let payload =
+            serde_json::from_slice(data).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(data).into_owned()));
         let from_payload = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_string);
         DeadLetter {
             event_id: header_str(properties, h::EVENT_ID).or_else(|| from_payload("event_id")),
@@ -137,7 +140,12 @@ pub async fn peek(connection: &Connection, dlq: &str, limit: usize) -> lapin::Re
 
 /// Walks `dlq` once; for each selected message runs `act`, then acks it. Unselected
 /// messages go back to the queue when the channel closes.
-async fn each_selected<F, Fut>(connection: &Connection, dlq: &str, selection: &Selection, mut act: F) -> anyhow::Result<Vec<DeadLetter>>
+async fn each_selected<F, Fut>(
+    connection: &Connection,
+    dlq: &str,
+    selection: &Selection,
+    mut act: F,
+) -> anyhow::Result<Vec<DeadLetter>>
 where
     F: FnMut(Channel, lapin::message::Delivery) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -164,7 +172,12 @@ where
 
 /// Republishes the selected messages into their worker's queue with a fresh attempt count,
 /// each confirmed before its DLQ copy is removed.
-pub async fn replay(connection: &Connection, names: &Names, dlq: &str, selection: &Selection) -> anyhow::Result<Vec<DeadLetter>> {
+pub async fn replay(
+    connection: &Connection,
+    names: &Names,
+    dlq: &str,
+    selection: &Selection,
+) -> anyhow::Result<Vec<DeadLetter>> {
     let queue = WORKER_QUEUES
         .iter()
         .find(|w| names.dead_letter_queue(w) == dlq)
@@ -175,7 +188,13 @@ pub async fn replay(connection: &Connection, names: &Names, dlq: &str, selection
         async move {
             let properties = with_headers(&delivery.properties, &[(h::ATTEMPTS, HeaderValue::Int(0))]);
             let confirm = channel
-                .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, &delivery.data, properties)
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &delivery.data,
+                    properties,
+                )
                 .await?
                 .await?;
             match confirm {

@@ -52,7 +52,13 @@ struct Shared<H: Handler> {
 
 impl<H: Handler> Worker<H> {
     /// A worker named `service` consuming `queue` (names under `amqp.prefix`).
-    pub fn new(service: &'static str, queue: WorkerQueue, amqp: AmqpSettings, settings: WorkerSettings, handler: H) -> Self {
+    pub fn new(
+        service: &'static str,
+        queue: WorkerQueue,
+        amqp: AmqpSettings,
+        settings: WorkerSettings,
+        handler: H,
+    ) -> Self {
         let names = Names::new(amqp.prefix.clone());
         Worker { service, queue, names, amqp, settings, handler: Arc::new(handler), health: BrokerHealth::default() }
     }
@@ -73,7 +79,12 @@ impl<H: Handler> Worker<H> {
                 Err(err) => {
                     self.health.set_connected(false);
                     let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(worker = self.service, error = format!("{err:#}"), retry_in_ms = delay.as_millis() as u64, "worker lost the broker; reconnecting");
+                    tracing::warn!(
+                        worker = self.service,
+                        error = format!("{err:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "worker lost the broker; reconnecting"
+                    );
                     metrics::counter!("worker_reconnects_total", "queue" => self.queue.name).increment(1);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -91,7 +102,8 @@ impl<H: Handler> Worker<H> {
 
     /// One connection's life; `Ok` only after a requested shutdown has drained.
     async fn session(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let connection = crate::amqp::connect_named(&self.amqp, &format!("muster-{}", self.service)).await.context("connecting")?;
+        let connection =
+            crate::amqp::connect_named(&self.amqp, &format!("muster-{}", self.service)).await.context("connecting")?;
         let consume = connection.create_channel().await.context("opening the consume channel")?;
         let publisher = connection.create_channel().await.context("opening the publish channel")?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.context("enabling publisher confirms")?;
@@ -119,7 +131,12 @@ impl<H: Handler> Worker<H> {
         let queue_name = self.names.queue(&self.queue);
         let tag = format!("{}-{}", self.service, uuid::Uuid::new_v4().simple());
         let mut consumer = consume
-            .basic_consume(queue_name.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                queue_name.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .context("starting to consume")?;
         self.health.set_connected(true);
@@ -130,7 +147,12 @@ impl<H: Handler> Worker<H> {
             queue_name: queue_name.clone(),
             dlq: self.names.dead_letter_queue(&self.queue),
             dlx: self.names.dead_letter_exchange(),
-            retry_queues: self.settings.retry_delays_ms.iter().map(|d| self.names.retry_queue(&self.queue, *d)).collect(),
+            retry_queues: self
+                .settings
+                .retry_delays_ms
+                .iter()
+                .map(|d| self.names.retry_queue(&self.queue, *d))
+                .collect(),
             settings: self.settings.clone(),
             handler: self.handler.clone(),
             publisher: publisher.clone(),
@@ -223,11 +245,14 @@ async fn process<H: Handler>(shared: &Shared<H>, delivery: Delivery) {
                 metrics::counter!("worker_acked_total", "queue" => queue).increment(1);
             }
         }
-        Err(failure @ ProcessError::Permanent(_)) => dead_letter(shared, &delivery, Some(&envelope), &failure, attempts + 1).await,
+        Err(failure @ ProcessError::Permanent(_)) => {
+            dead_letter(shared, &delivery, Some(&envelope), &failure, attempts + 1).await
+        }
         Err(failure @ ProcessError::Transient(_)) => {
             let attempt = attempts + 1;
             if attempt >= i64::from(shared.settings.max_attempts) {
-                let failure = ProcessError::Transient(format!("gave up after {attempt} attempts: {}", failure.reason()));
+                let failure =
+                    ProcessError::Transient(format!("gave up after {attempt} attempts: {}", failure.reason()));
                 dead_letter(shared, &delivery, Some(&envelope), &failure, attempt).await;
             } else {
                 retry(shared, &delivery, &envelope, &failure, attempt).await;
@@ -247,9 +272,10 @@ fn failure_headers(
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
     let first = header_str(&delivery.properties, h::FIRST_FAILURE).unwrap_or_else(|| now.clone());
     // A retried message comes back through the default exchange: keep the first origin.
-    let exchange = header_str(&delivery.properties, h::ORIGINAL_EXCHANGE).unwrap_or_else(|| delivery.exchange.as_str().to_string());
-    let routing_key =
-        header_str(&delivery.properties, h::ORIGINAL_ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.as_str().to_string());
+    let exchange = header_str(&delivery.properties, h::ORIGINAL_EXCHANGE)
+        .unwrap_or_else(|| delivery.exchange.as_str().to_string());
+    let routing_key = header_str(&delivery.properties, h::ORIGINAL_ROUTING_KEY)
+        .unwrap_or_else(|| delivery.routing_key.as_str().to_string());
     let mut out = vec![
         (h::ATTEMPTS, HeaderValue::Int(attempt)),
         (h::REASON, HeaderValue::Str(failure.reason().chars().take(2000).collect())),
@@ -268,9 +294,16 @@ fn failure_headers(
 }
 
 /// Publishes `delivery` (with `headers`) and waits for the broker's confirm.
-async fn publish_confirmed(channel: &Channel, exchange: &str, routing_key: &str, delivery: &Delivery, properties: lapin::BasicProperties) -> anyhow::Result<()> {
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    delivery: &Delivery,
+    properties: lapin::BasicProperties,
+) -> anyhow::Result<()> {
     let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let confirm = channel.basic_publish(exchange.into(), routing_key.into(), options, &delivery.data, properties).await?;
+    let confirm =
+        channel.basic_publish(exchange.into(), routing_key.into(), options, &delivery.data, properties).await?;
     match confirm.await? {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Ack(Some(_)) => anyhow::bail!("'{routing_key}' is unroutable"),
@@ -280,7 +313,13 @@ async fn publish_confirmed(channel: &Channel, exchange: &str, routing_key: &str,
 
 /// Moves the message to the DLQ with its reason; the original is acked only after the DLQ
 /// copy is confirmed. If that fails, the original is requeued rather than lost.
-async fn dead_letter<H: Handler>(shared: &Shared<H>, delivery: &Delivery, envelope: Option<&EventEnvelope>, failure: &ProcessError, attempt: i64) {
+async fn dead_letter<H: Handler>(
+    shared: &Shared<H>,
+    delivery: &Delivery,
+    envelope: Option<&EventEnvelope>,
+    failure: &ProcessError,
+    attempt: i64,
+) {
     let headers = failure_headers(shared.service, delivery, envelope, failure, attempt);
     let properties = with_headers(&delivery.properties, &headers);
     match publish_confirmed(&shared.publisher, &shared.dlx, &shared.dlq, delivery, properties).await {
@@ -298,7 +337,13 @@ async fn dead_letter<H: Handler>(shared: &Shared<H>, delivery: &Delivery, envelo
 
 /// Sends the message to the delay queue of this attempt; it returns to the worker's queue
 /// when the delay is over. Other messages keep flowing meanwhile.
-async fn retry<H: Handler>(shared: &Shared<H>, delivery: &Delivery, envelope: &EventEnvelope, failure: &ProcessError, attempt: i64) {
+async fn retry<H: Handler>(
+    shared: &Shared<H>,
+    delivery: &Delivery,
+    envelope: &EventEnvelope,
+    failure: &ProcessError,
+    attempt: i64,
+) {
     let index = usize::try_from(attempt - 1).unwrap_or(0).min(shared.retry_queues.len().saturating_sub(1));
     let Some(retry_queue) = shared.retry_queues.get(index) else {
         // No delays configured: the broker's redelivery is the retry.

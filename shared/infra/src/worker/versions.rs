@@ -25,7 +25,13 @@ pub enum Claim {
 
 /// Locks this worker's row for the entity and tells whether `version` is new. Concurrent
 /// deliveries of the same entity (two replicas) wait here for one another.
-pub async fn claim(conn: &mut PgConnection, worker: &str, tenant: Uuid, entity: &str, version: i64) -> sqlx::Result<Claim> {
+pub async fn claim(
+    conn: &mut PgConnection,
+    worker: &str,
+    tenant: Uuid,
+    entity: &str,
+    version: i64,
+) -> sqlx::Result<Claim> {
     sqlx::query(
         "insert into worker.processed_versions (worker, tenant_id, entity_id, version) values ($1, $2, $3, -1)
          on conflict do nothing",
@@ -47,7 +53,13 @@ pub async fn claim(conn: &mut PgConnection, worker: &str, tenant: Uuid, entity: 
 }
 
 /// Records `version` as processed, in the same transaction as the effects.
-pub async fn record(conn: &mut PgConnection, worker: &str, tenant: Uuid, entity: &str, version: i64) -> sqlx::Result<()> {
+pub async fn record(
+    conn: &mut PgConnection,
+    worker: &str,
+    tenant: Uuid,
+    entity: &str,
+    version: i64,
+) -> sqlx::Result<()> {
     sqlx::query(
         "update worker.processed_versions set version = greatest(version, $4), updated_at = now()
          where worker = $1 and tenant_id = $2 and entity_id = $3",

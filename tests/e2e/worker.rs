@@ -1,0 +1,243 @@
+//! The worker runtime under faults, against the real RabbitMQ and PostgreSQL: poison
+//! messages, flaky dependencies, duplicates, replicas, and a severed broker connection.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::Channel;
+use muster_contracts::topology::NORMALIZER;
+use muster_contracts::{EventEnvelope, EventKind, Names};
+use muster_infra::config::AmqpSettings;
+use muster_infra::http::BrokerHealth;
+use muster_infra::worker::dlq::{self, Selection};
+use muster_infra::worker::{Worker, WorkerSettings};
+use muster_testkit::broker::{Probe, broker_url, publish_event, teardown_on, test_amqp};
+use muster_testkit::proxy::TcpProxy;
+use muster_testkit::worker::{Behaviour, Recorder, fast_settings};
+use muster_testkit::{TestDb, eventually};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Rig {
+    _db: TestDb,
+    amqp: AmqpSettings,
+    names: Names,
+    probe: Probe,
+    publisher: Channel,
+    recorder: Recorder,
+    tenant: Uuid,
+    shutdown: CancellationToken,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        muster_infra::telemetry::init_for_tests();
+        let db = TestDb::create().await;
+        let amqp = test_amqp(&broker_url());
+        let names = Names::new(amqp.prefix.clone());
+        let probe = Probe::bind(&names, "no.such.events").await.unwrap();
+        let publisher = probe.publisher().await;
+        let recorder = Recorder::new(db.pool.clone()).await;
+        Rig {
+            _db: db,
+            amqp,
+            names,
+            probe,
+            publisher,
+            recorder,
+            tenant: Uuid::now_v7(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn start(&self, amqp: &AmqpSettings, settings: WorkerSettings) -> BrokerHealth {
+        let worker = Worker::new("test-worker", NORMALIZER, amqp.clone(), settings, self.recorder.clone());
+        let health = worker.health();
+        tokio::spawn(worker.run(self.shutdown.clone()));
+        health
+    }
+
+    fn event(&self, entity: &str, version: i64) -> EventEnvelope {
+        EventEnvelope::new(self.tenant, EventKind::ScimUserUpserted, entity, version, Utc::now())
+    }
+
+    async fn publish(&self, event: &EventEnvelope) {
+        publish_event(&self.publisher, &self.names, event).await;
+    }
+
+    async fn dlq(&self) -> Vec<dlq::DeadLetter> {
+        dlq::peek(&self.probe.connection, &self.names.dead_letter_queue(&NORMALIZER), 100).await.unwrap()
+    }
+
+    async fn until_applied(&self, total: i64) {
+        eventually(WAIT, &format!("{total} effects applied"), || async {
+            (self.recorder.total_applied().await >= total).then_some(())
+        })
+        .await;
+    }
+
+    async fn teardown(self) {
+        self.shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        teardown_on(&self.probe.channel, &self.names, &fast_settings().retry_delays_ms).await;
+        self.probe.teardown(&self.names).await;
+    }
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_after_exactly_max_attempts_while_others_flow_and_replays_once() {
+    let rig = Rig::new().await;
+    rig.recorder.set(Behaviour::AlwaysTransient("poison".into()));
+    rig.start(&rig.amqp, fast_settings());
+    let poison = rig.event("poison", 1);
+    rig.publish(&poison).await;
+    for i in 0..20 {
+        rig.publish(&rig.event(&format!("ok-{i}"), 1)).await;
+    }
+    rig.until_applied(20).await;
+    let letters = eventually(WAIT, "the poison message in the DLQ", || async {
+        let letters = rig.dlq().await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.attempts, Some(3), "exactly max_attempts");
+    assert_eq!(letter.event_id.as_deref(), Some(poison.event_id.to_string().as_str()));
+    assert_eq!(letter.tenant_id.as_deref(), Some(rig.tenant.to_string().as_str()));
+    assert_eq!(letter.routing_key.as_deref(), Some("scim.user.upserted"));
+    assert_eq!(letter.exchange.as_deref(), Some(rig.names.events_exchange().as_str()));
+    assert_eq!(letter.service.as_deref(), Some("test-worker"));
+    assert_eq!(letter.failure_kind.as_deref(), Some("transient"));
+    assert!(
+        letter
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("gave up after 3 attempts") && r.contains("dependency unavailable"))
+    );
+    assert!(letter.first_failure.is_some() && letter.first_failure <= letter.last_failure);
+    assert_eq!(letter.payload["entity_id"], "poison");
+    assert_eq!(rig.dlq().await.len(), 1, "show does not consume");
+    let summary = dlq::summaries(&rig.probe.connection, &rig.names).await.unwrap();
+    let normalizer = summary.iter().find(|s| s.queue == rig.names.dead_letter_queue(&NORMALIZER)).unwrap();
+    assert_eq!(normalizer.depth, 1);
+    assert!(normalizer.oldest_age_seconds.is_some_and(|a| a >= 0));
+
+    // The bug is fixed; the operator replays; the message is processed once.
+    rig.recorder.set(Behaviour::Normal);
+    let dlq_name = dlq::resolve(&rig.names, "normalizer").unwrap();
+    let replayed = dlq::replay(&rig.probe.connection, &rig.names, &dlq_name, &Selection::All).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    eventually(WAIT, "the replayed message processed", || async { rig.recorder.effect("poison").await }).await;
+    assert_eq!(rig.recorder.effect("poison").await, Some((1, 1)));
+    assert!(rig.dlq().await.is_empty());
+    rig.teardown().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_succeed_with_nothing_dead_lettered() {
+    let rig = Rig::new().await;
+    rig.recorder.set(Behaviour::FlakyTimes(2));
+    rig.start(&rig.amqp, fast_settings());
+    for i in 0..10 {
+        rig.publish(&rig.event(&format!("flaky-{i}"), 1)).await;
+    }
+    rig.until_applied(10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rig.recorder.total_applied().await, 10, "each applied once");
+    assert!(rig.dlq().await.is_empty());
+    rig.teardown().await;
+}
+
+#[tokio::test]
+async fn a_permanent_failure_goes_to_the_dlq_at_once_and_purge_discards_it() {
+    let rig = Rig::new().await;
+    rig.recorder.set(Behaviour::Permanent("bad".into()));
+    rig.start(&rig.amqp, fast_settings());
+    let bad = rig.event("bad", 1);
+    rig.publish(&bad).await;
+    let letters = eventually(WAIT, "the bad message in the DLQ", || async {
+        let l = rig.dlq().await;
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(letters[0].attempts, Some(1));
+    assert_eq!(letters[0].failure_kind.as_deref(), Some("permanent"));
+    let dlq_name = rig.names.dead_letter_queue(&NORMALIZER);
+    let other = dlq::purge(&rig.probe.connection, &dlq_name, &Selection::EventIds(vec![Uuid::now_v7().to_string()]))
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "an unknown event id purges nothing");
+    let purged = dlq::purge(&rig.probe.connection, &dlq_name, &Selection::EventIds(vec![bad.event_id.to_string()]))
+        .await
+        .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert!(rig.dlq().await.is_empty());
+    assert_eq!(rig.recorder.effect("bad").await, None);
+    rig.teardown().await;
+}
+
+#[tokio::test]
+async fn duplicated_and_out_of_order_deliveries_end_in_the_latest_version() {
+    let rig = Rig::new().await;
+    rig.start(&rig.amqp, fast_settings());
+    for version in [3, 1, 2, 3, 2, 1] {
+        rig.publish(&rig.event("moving", version)).await;
+    }
+    rig.publish(&rig.event("marker", 1)).await;
+    eventually(WAIT, "all deliveries handled", || async { rig.recorder.effect("marker").await }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (version, applied) = rig.recorder.effect("moving").await.unwrap();
+    assert_eq!(version, 3);
+    assert_eq!(applied, 1, "versions at or below 3 arriving later are skipped");
+    rig.teardown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_produce_the_state_one_replica_does() {
+    let rig = Rig::new().await;
+    rig.start(&rig.amqp, fast_settings());
+    rig.start(&rig.amqp, fast_settings());
+    let mut expected = Vec::new();
+    for e in 0..20 {
+        let entity = format!("e{e:02}");
+        for version in [2, 5, 1, 4, 3] {
+            rig.publish(&rig.event(&entity, version)).await;
+        }
+        expected.push((entity, 5));
+    }
+    eventually(WAIT, "every entity at its latest version", || async {
+        (rig.recorder.versions().await == expected).then_some(())
+    })
+    .await;
+    assert!(rig.dlq().await.is_empty());
+    rig.teardown().await;
+}
+
+#[tokio::test]
+async fn a_severed_broker_connection_is_recovered_without_losing_a_message() {
+    let rig = Rig::new().await;
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse::<SocketAddr>().unwrap()).await.unwrap();
+    let mut via_proxy = rig.amqp.clone();
+    via_proxy.url = format!("amqp://guest:guest@{}/%2f", proxy.addr).into();
+    let health = rig.start(&via_proxy, fast_settings());
+    eventually(WAIT, "the worker to connect", || async { health.is_connected().then_some(()) }).await;
+    for i in 0..50 {
+        rig.publish(&rig.event(&format!("before-{i}"), 1)).await;
+    }
+    proxy.cut();
+    eventually(WAIT, "the worker to notice", || async { (!health.is_connected()).then_some(()) }).await;
+    for i in 0..50 {
+        rig.publish(&rig.event(&format!("during-{i}"), 1)).await;
+    }
+    proxy.restore();
+    rig.until_applied(100).await;
+    assert!(health.is_connected());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.recorder.total_applied().await, 100, "every message applied exactly once");
+    assert!(rig.dlq().await.is_empty());
+    rig.teardown().await;
+}
