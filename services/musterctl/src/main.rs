@@ -1,6 +1,7 @@
 //! `musterctl`: the operator's CLI — migrations, tenants and their tokens, and `up`, which
 //! runs the whole system in one process.
 
+mod dlq;
 mod tenants;
 mod up;
 
@@ -28,6 +29,9 @@ enum Command {
     /// Manage a tenant's API tokens (several may be live at once, for rotation).
     #[command(subcommand)]
     Token(tenants::TokenCommand),
+    /// Inspect, replay and purge dead-lettered messages.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Run every service in this process: migrations and topology first, then ingress,
     /// relay and admin, until Ctrl-C or SIGTERM.
     Up(UpArgs),
@@ -57,8 +61,17 @@ struct CtlSettings {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings: CtlSettings =
         muster_infra::config::load_layers(&[muster_ingress::SCIM_DEFAULTS, muster_relay::RELAY_DEFAULTS])?;
     match cli.command {
@@ -71,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Tenant(cmd) => tenants::tenant(&settings.database, cmd).await,
         Command::Token(cmd) => tenants::token(&settings.database, cmd).await,
+        Command::Dlq(cmd) => dlq::run(&settings.amqp, cmd).await,
         Command::Up(args) => up::up(settings, args).await,
     }
 }

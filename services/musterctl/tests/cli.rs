@@ -66,3 +66,109 @@ fn migrate_creates_the_database_then_tenants_and_tokens_rotate() {
     );
     assert!(!ok && err.contains("has no token"), "{err}");
 }
+
+mod dlq {
+    use std::process::Command;
+
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use muster_contracts::headers as h;
+    use muster_contracts::topology::NORMALIZER;
+    use muster_contracts::{EventEnvelope, EventKind, Names};
+    use muster_infra::amqp::{HeaderValue, event_properties, with_headers};
+    use muster_testkit::broker::{Probe, broker_url, test_amqp};
+    use serde_json::Value;
+
+    fn musterctl(prefix: &str, args: &[&str]) -> (bool, Value, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_musterctl"))
+            .args(args)
+            .env("AMQP_URL", broker_url())
+            .env("APP_AMQP__PREFIX", prefix)
+            .env("APP_TELEMETRY__LOG_FORMAT", "pretty")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        (
+            out.status.success(),
+            serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    async fn depth(probe: &Probe, queue: &str) -> u32 {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        probe.channel.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
+    }
+
+    #[tokio::test]
+    async fn dlq_list_show_replay_and_purge_as_an_operator_runs_them() {
+        let amqp = test_amqp(&broker_url());
+        let names = Names::new(amqp.prefix.clone());
+        let probe = Probe::bind(&names, "no.such.events").await.unwrap();
+        let publisher = probe.publisher().await;
+        let dlq = names.dead_letter_queue(&NORMALIZER);
+        let mut ids = Vec::new();
+        for n in 0..2 {
+            let event = EventEnvelope::new(
+                uuid::Uuid::now_v7(),
+                EventKind::ScimUserUpserted,
+                format!("u{n}"),
+                1,
+                chrono::Utc::now(),
+            );
+            let properties = with_headers(
+                &event_properties(&event.event_id.to_string(), None),
+                &[
+                    (h::ATTEMPTS, HeaderValue::Int(5)),
+                    (h::REASON, HeaderValue::Str("gave up after 5 attempts: database unavailable".into())),
+                    (h::ORIGINAL_ROUTING_KEY, HeaderValue::Str("scim.user.upserted".into())),
+                    (h::EVENT_ID, HeaderValue::Str(event.event_id.to_string())),
+                    (h::TENANT_ID, HeaderValue::Str(event.tenant_id.to_string())),
+                    (h::LAST_FAILURE, HeaderValue::Str(chrono::Utc::now().to_rfc3339())),
+                ],
+            );
+            let body = serde_json::to_vec(&event).unwrap();
+            publisher
+                .basic_publish("".into(), dlq.as_str().into(), BasicPublishOptions::default(), &body, properties)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            ids.push(event.event_id.to_string());
+        }
+        let prefix = amqp.prefix.as_str();
+
+        let (ok, list, err) = musterctl(prefix, &["dlq", "list", "--json"]);
+        assert!(ok, "{err}");
+        let normalizer = list.as_array().unwrap().iter().find(|q| q["queue"] == dlq.as_str()).unwrap().clone();
+        assert_eq!(normalizer["depth"], 2);
+
+        let (ok, shown, err) = musterctl(prefix, &["dlq", "show", "normalizer", "--json"]);
+        assert!(ok, "{err}");
+        let shown = shown.as_array().unwrap();
+        assert_eq!(shown.len(), 2);
+        assert_eq!(shown[0]["attempts"], 5);
+        assert_eq!(shown[0]["routing_key"], "scim.user.upserted");
+        assert!(shown[0]["reason"].as_str().unwrap().contains("database unavailable"));
+        assert_eq!(shown[0]["payload"]["entity_id"], "u0");
+        assert_eq!(depth(&probe, &dlq).await, 2, "show consumed nothing");
+
+        let (ok, _, err) = musterctl(prefix, &["dlq", "purge", "normalizer", "--all"]);
+        assert!(!ok && err.contains("--yes"), "{err}");
+
+        let (ok, replayed, err) = musterctl(prefix, &["dlq", "replay", "normalizer", "--event-id", &ids[0]]);
+        assert!(ok, "{err}");
+        assert_eq!(replayed["replayed"], 1);
+        assert_eq!(depth(&probe, &names.queue(&NORMALIZER)).await, 1, "replayed into the worker's queue");
+
+        let (ok, purged, err) = musterctl(prefix, &["dlq", "purge", &dlq, "--all", "--yes"]);
+        assert!(ok, "{err}");
+        assert_eq!(purged["purged"], 1);
+        assert!(err.contains(&ids[1]), "each purged message is logged: {err}");
+        assert_eq!(depth(&probe, &dlq).await, 0);
+
+        let (ok, _, err) = musterctl(prefix, &["dlq", "show", "nonsense"]);
+        assert!(!ok && err.contains("not a worker"), "{err}");
+        probe.teardown(&names).await;
+    }
+}
