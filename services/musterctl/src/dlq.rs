@@ -72,7 +72,7 @@ pub async fn run(amqp: &AmqpSettings, cmd: DlqCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&summaries)?);
             } else {
-                println!("{:<40} {:>8}  {}", "QUEUE", "DEPTH", "OLDEST");
+                println!("{:<40} {:>8}  OLDEST", "QUEUE", "DEPTH");
                 for s in summaries {
                     let age =
                         s.oldest_age_seconds.map(|a| format!("{a}s ago ({})", s.oldest_failure.unwrap_or_default()));
