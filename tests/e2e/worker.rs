@@ -241,3 +241,82 @@ async fn a_severed_broker_connection_is_recovered_without_losing_a_message() {
     assert!(rig.dlq().await.is_empty());
     rig.teardown().await;
 }
+
+/// A worker process started from the `muster-test-worker` binary, killed with SIGKILL.
+struct Child(std::process::Child);
+
+impl Child {
+    async fn start(db_url: &str, prefix: &str, behaviour: &str) -> Child {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muster-test-worker"))
+            .env("DATABASE_URL", db_url)
+            .env("AMQP_URL", broker_url())
+            .env("APP_AMQP__PREFIX", prefix)
+            .env("BEHAVIOUR", behaviour)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            line
+        });
+        let line = tokio::time::timeout(WAIT, ready).await.expect("the worker process to start").unwrap();
+        assert_eq!(line.trim(), "consuming");
+        Child(child)
+    }
+
+    fn kill_9(mut self) {
+        self.0.kill().unwrap(); // SIGKILL: no shutdown, no ack, no rollback by the process
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_message_has_it_redelivered_and_applied_exactly_once() {
+    use secrecy::ExposeSecret;
+    let rig = Rig::new().await;
+    let db_url = rig._db.settings().url.expose_secret().to_string();
+    let prefix = rig.amqp.prefix.clone();
+
+    // Killed inside the transaction: nothing was applied; the redelivery applies it once.
+    let first = Child::start(&db_url, &prefix, "pause-before-commit:victim:60000").await;
+    rig.publish(&rig.event("victim", 1)).await;
+    eventually(WAIT, "the victim delivery to reach the handler", || async {
+        (rig.recorder.deliveries("victim").await == 1).then_some(())
+    })
+    .await;
+    first.kill_9();
+    assert_eq!(rig.recorder.effect("victim").await, None, "the killed transaction left nothing");
+    let second = Child::start(&db_url, &prefix, "normal").await;
+    eventually(WAIT, "the redelivered victim applied", || async { rig.recorder.effect("victim").await }).await;
+    assert_eq!(rig.recorder.effect("victim").await, Some((1, 1)));
+    assert_eq!(rig.recorder.deliveries("victim").await, 2, "delivered, then redelivered");
+    second.kill_9();
+
+    // Killed after commit, before the ack: the redelivery is recognised and skipped.
+    let third = Child::start(&db_url, &prefix, "pause-after-commit:victim2:60000").await;
+    rig.publish(&rig.event("victim2", 1)).await;
+    eventually(WAIT, "victim2 committed", || async { rig.recorder.effect("victim2").await }).await;
+    third.kill_9();
+    let _fourth = Child::start(&db_url, &prefix, "normal").await;
+    eventually(WAIT, "victim2 redelivered", || async { (rig.recorder.deliveries("victim2").await == 2).then_some(()) })
+        .await;
+    let queue = rig.names.queue(&NORMALIZER);
+    eventually(WAIT, "the queue drained (redelivery acked)", || async {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let q = rig.probe.channel.queue_declare(queue.as_str().into(), passive, Default::default()).await.ok()?;
+        (q.message_count() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(rig.recorder.effect("victim2").await, Some((1, 1)), "applied exactly once");
+    assert!(rig.dlq().await.is_empty());
+    rig.teardown().await;
+}

@@ -20,6 +20,29 @@ pub enum Behaviour {
     Permanent(String),
     /// Each event fails transiently this many times, then succeeds.
     FlakyTimes(u32),
+    /// For this entity, wait this many milliseconds inside the transaction, before commit
+    /// (a process killed then must not have applied anything).
+    PauseBeforeCommit(String, u64),
+    /// For this entity, wait after commit, before the delivery is acked (a process killed
+    /// then has applied the effect; the redelivery must not apply it again).
+    PauseAfterCommit(String, u64),
+}
+
+impl Behaviour {
+    /// Parses `normal`, `pause-before-commit:<entity>:<ms>` or `pause-after-commit:<entity>:<ms>`.
+    pub fn parse(text: &str) -> Option<Behaviour> {
+        let parts: Vec<&str> = text.split(':').collect();
+        match parts.as_slice() {
+            ["normal"] => Some(Behaviour::Normal),
+            ["pause-before-commit", entity, ms] => {
+                Some(Behaviour::PauseBeforeCommit(entity.to_string(), ms.parse().ok()?))
+            }
+            ["pause-after-commit", entity, ms] => {
+                Some(Behaviour::PauseAfterCommit(entity.to_string(), ms.parse().ok()?))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Records effects in `test_effects` (entity_id, version, applied).
@@ -33,10 +56,12 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder on `pool`, creating its table.
     pub async fn new(pool: PgPool) -> Recorder {
-        sqlx::query("create table if not exists test_effects (entity_id text primary key, version bigint not null, applied int not null)")
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("creating test_effects: {e}"));
+        for ddl in [
+            "create table if not exists test_effects (entity_id text primary key, version bigint not null, applied int not null)",
+            "create table if not exists test_deliveries (event_id uuid not null, entity_id text not null, at timestamptz not null default clock_timestamp())",
+        ] {
+            sqlx::query(ddl).execute(&pool).await.unwrap_or_else(|e| panic!("creating test tables: {e}"));
+        }
         Recorder {
             pool,
             behaviour: Arc::new(Mutex::new(Behaviour::Normal)),
@@ -69,6 +94,15 @@ impl Recorder {
             .unwrap_or_default()
     }
 
+    /// How many times deliveries of `entity` reached the handler.
+    pub async fn deliveries(&self, entity: &str) -> i64 {
+        sqlx::query_scalar("select count(*) from test_deliveries where entity_id = $1")
+            .bind(entity)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(-1)
+    }
+
     /// How many effect applications in all.
     pub async fn total_applied(&self) -> i64 {
         sqlx::query_scalar("select coalesce(sum(applied), 0)::bigint from test_effects")
@@ -80,6 +114,13 @@ impl Recorder {
 
 impl Handler for Recorder {
     async fn handle(&self, event: &EventEnvelope) -> Result<(), ProcessError> {
+        // Outside the effect's transaction: every delivery that reached a handler is counted,
+        // even one whose process was killed before commit.
+        sqlx::query("insert into test_deliveries (event_id, entity_id) values ($1, $2)")
+            .bind(event.event_id)
+            .bind(&event.entity_id)
+            .execute(&self.pool)
+            .await?;
         let behaviour = self.behaviour.lock().map(|b| b.clone()).unwrap_or(Behaviour::Normal);
         match behaviour {
             Behaviour::AlwaysTransient(e) if e == event.entity_id => {
@@ -114,7 +155,17 @@ impl Handler for Recorder {
         .execute(&mut *tx)
         .await?;
         versions::record(&mut tx, "test", event.tenant_id, &event.entity_id, event.version).await?;
+        if let Behaviour::PauseBeforeCommit(entity, ms) = &behaviour
+            && *entity == event.entity_id
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+        }
         tx.commit().await?;
+        if let Behaviour::PauseAfterCommit(entity, ms) = &behaviour
+            && *entity == event.entity_id
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+        }
         Ok(())
     }
 }
