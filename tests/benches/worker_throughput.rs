@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use muster_contracts::topology::NORMALIZER;
@@ -38,7 +40,13 @@ async fn fill(channel: &Channel, names: &Names, messages: u64) -> anyhow::Result
         let properties = muster_infra::amqp::event_properties(&event.event_id.to_string(), None);
         pending.push(
             channel
-                .basic_publish(names.events_exchange().into(), "scim.user.upserted".into(), BasicPublishOptions::default(), &body, properties)
+                .basic_publish(
+                    names.events_exchange().into(),
+                    "scim.user.upserted".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
                 .await?,
         );
         if pending.len() == 1000 {
@@ -56,7 +64,9 @@ async fn fill(channel: &Channel, names: &Names, messages: u64) -> anyhow::Result
 async fn raw_consume(connection: &Connection, queue: &str, messages: u64, prefetch: u16) -> anyhow::Result<Duration> {
     let channel = connection.create_channel().await?;
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = channel.basic_consume(queue.into(), "raw".into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut consumer = channel
+        .basic_consume(queue.into(), "raw".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
     let started = Instant::now();
     let mut seen = 0;
     while seen < messages {
@@ -87,7 +97,13 @@ async fn main() -> anyhow::Result<()> {
 
     fill(&channel, &names, messages).await?;
     let handled = Arc::new(AtomicU64::new(0));
-    let settings = WorkerSettings { prefetch, concurrency: 8, max_attempts: 5, retry_delays_ms: vec![1000], shutdown_grace_ms: 5000 };
+    let settings = WorkerSettings {
+        prefetch,
+        concurrency: 8,
+        max_attempts: 5,
+        retry_delays_ms: vec![1000],
+        shutdown_grace_ms: 5000,
+    };
     let worker = Worker::new("bench", NORMALIZER, amqp.clone(), settings.clone(), Empty(handled.clone()));
     let shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -1,7 +1,9 @@
 //! The admin service: the company's REST API at `/api/v1`, authenticated by a tenant's admin
-//! token. Errors are RFC 9457 problem documents. This first version serves the tenant itself;
-//! members, settings, assignments and the provisioning log arrive with their workers.
+//! token (or, for dead-letter queues, an operator token). Errors are RFC 9457 problem
+//! documents. Members, settings, assignments and the provisioning log arrive with their
+//! workers.
 
+pub mod dlq;
 pub mod problem;
 
 use std::net::SocketAddr;
@@ -10,17 +12,16 @@ use anyhow::Context;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use muster_infra::config::{DatabaseSettings, HttpSettings, TelemetrySettings};
+use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
 use muster_infra::http::{Readiness, ops_routes, track_metrics};
-use muster_infra::tenancy::{self, TokenKind};
+use muster_infra::tenancy::{self, Principal};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::problem::Problem;
 
@@ -34,34 +35,47 @@ addr = "0.0.0.0:8081"
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct AdminTenant(Uuid);
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub amqp: AmqpSettings,
+}
 
-async fn require_admin(State(pool): State<PgPool>, mut req: Request, next: Next) -> Response {
+async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(token) = muster_infra::http::bearer_token(req.headers()).map(str::to_string) else {
         return Problem::unauthorized("an Authorization: Bearer admin token is required").into_response();
     };
-    match tenancy::authenticate(&pool, TokenKind::Admin, &token).await {
-        Ok(Some(tenant)) => {
-            req.extensions_mut().insert(AdminTenant(tenant));
+    match tenancy::authenticate_admin(&state.pool, &token).await {
+        Ok(Some(principal)) => {
+            req.extensions_mut().insert(principal);
+            let tenant = match principal {
+                Principal::TenantAdmin(t) => t.to_string(),
+                Principal::Operator => "operator".into(),
+            };
             let span = tracing::info_span!("admin_request", tenant_id = %tenant, path = %req.uri().path());
             tracing::Instrument::instrument(next.run(req), span).await
         }
-        Ok(None) => Problem::unauthorized("the bearer token is not a valid admin token").into_response(),
+        Ok(None) => Problem::unauthorized("the bearer token is not a valid admin or operator token").into_response(),
         Err(err) => Problem::from(err).into_response(),
     }
 }
 
 /// `GET /api/v1/tenant`: the company the token belongs to.
 async fn get_tenant(
-    State(pool): State<PgPool>,
-    Extension(AdminTenant(tenant)): Extension<AdminTenant>,
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Response, Problem> {
-    let found = tenancy::find_tenant(&pool, tenant).await?.ok_or_else(|| Problem::not_found("tenant not found"))?;
+    let Principal::TenantAdmin(tenant) = principal else {
+        return Err(Problem::not_found("an operator token belongs to no tenant"));
+    };
+    let found =
+        tenancy::find_tenant(&state.pool, tenant).await?.ok_or_else(|| Problem::not_found("tenant not found"))?;
     Ok(Json(json!({
         "id": found.id,
         "name": found.name,
@@ -72,12 +86,17 @@ async fn get_tenant(
 }
 
 /// The admin router: `/api/v1/…` plus `/healthz`, `/readyz`, `/metrics`.
-pub fn router(pool: PgPool) -> Router {
+pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
+    let state = AppState { pool: pool.clone(), amqp };
     let api = Router::new()
         .route("/tenant", get(get_tenant))
-        .route_layer(middleware::from_fn_with_state(pool.clone(), require_admin))
+        .route("/dlq", get(dlq::list))
+        .route("/dlq/{queue}", get(dlq::show))
+        .route("/dlq/{queue}/replay", post(dlq::replay))
+        .route("/dlq/{queue}/purge", post(dlq::purge))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
         .fallback(|| async { Problem::not_found("no such admin endpoint").into_response() })
-        .with_state(pool.clone());
+        .with_state(state);
     Router::new()
         .nest("/api/v1", api)
         .merge(ops_routes(Readiness { pool, broker: None }))
@@ -96,7 +115,7 @@ impl Admin {
         let listener = TcpListener::bind(settings.http.addr)
             .await
             .with_context(|| format!("binding the admin listener on {}", settings.http.addr))?;
-        Ok(Admin { listener, app: router(pool) })
+        Ok(Admin { listener, app: router(pool, settings.amqp.clone()) })
     }
 
     /// The address actually bound.

@@ -21,6 +21,19 @@ impl Problem {
     pub fn not_found(detail: impl Into<String>) -> Self {
         Problem { status: StatusCode::NOT_FOUND, title: "Not Found", detail: detail.into() }
     }
+    /// 400.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem { status: StatusCode::BAD_REQUEST, title: "Bad Request", detail: detail.into() }
+    }
+    /// 503: a dependency is down; the client should retry.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Problem { status: StatusCode::SERVICE_UNAVAILABLE, title: "Service Unavailable", detail: detail.into() }
+    }
+    /// 503 for a broker operation that failed; the cause is logged, not shown.
+    pub fn broker(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "broker operation failed");
+        Problem::unavailable("the message broker operation failed; retry later")
+    }
 }
 
 impl From<sqlx::Error> for Problem {

@@ -1,44 +1,146 @@
-//! The admin API's authentication and error form.
+//! The admin API's authentication, error form and dead-letter endpoints.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::net::SocketAddr;
 
 use muster_admin::{Admin, Settings};
+use muster_contracts::Names;
+use muster_contracts::topology::NORMALIZER;
 use muster_infra::config::HttpSettings;
+use muster_testkit::broker::{Probe, broker_url, depth, publish_dead_letter, test_amqp};
 use muster_testkit::{TestDb, test_telemetry};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+struct AdminApp {
+    base: String,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl AdminApp {
+    async fn start(db: &TestDb, amqp: muster_infra::config::AmqpSettings) -> AdminApp {
+        let settings = Settings {
+            database: db.settings(),
+            amqp,
+            http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 0)) },
+            telemetry: test_telemetry(),
+        };
+        let admin = Admin::bind(&settings, db.pool.clone()).await.unwrap();
+        let base = format!("http://{}", admin.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(admin.run(shutdown.clone()));
+        AdminApp { base, http: reqwest::Client::new(), shutdown }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value, String) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap();
+        let status = r.status().as_u16();
+        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        (status, r.json().await.unwrap_or(Value::Null), ct)
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for AdminApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
 
 #[tokio::test]
 async fn the_admin_token_reads_its_tenant_and_other_tokens_get_a_problem_document() {
     let db = TestDb::create().await;
     let tenant = db.create_tenant("Contoso", "contoso.com").await;
-    let settings = Settings {
-        database: db.settings(),
-        http: HttpSettings { addr: SocketAddr::from(([127, 0, 0, 1], 0)) },
-        telemetry: test_telemetry(),
-    };
-    let admin = Admin::bind(&settings, db.pool.clone()).await.unwrap();
-    let base = format!("http://{}", admin.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(admin.run(shutdown.clone()));
-    let http = reqwest::Client::new();
+    let app = AdminApp::start(&db, test_amqp(&broker_url())).await;
 
-    let ok = http.get(format!("{base}/api/v1/tenant")).bearer_auth(&tenant.admin_token).send().await.unwrap();
-    assert_eq!(ok.status(), 200);
-    let body: serde_json::Value = ok.json().await.unwrap();
+    let (status, body, _) = app.get("/api/v1/tenant", &tenant.admin_token).await;
+    assert_eq!(status, 200);
     assert_eq!(body["id"], tenant.id.to_string());
     assert_eq!(body["primary_domain"], "contoso.com");
 
-    let refused = http.get(format!("{base}/api/v1/tenant")).bearer_auth(&tenant.scim_token).send().await.unwrap();
-    assert_eq!(refused.status(), 401);
-    assert_eq!(refused.headers()["content-type"], "application/problem+json");
-    let problem: serde_json::Value = refused.json().await.unwrap();
+    let (status, problem, content_type) = app.get("/api/v1/tenant", &tenant.scim_token).await;
+    assert_eq!(status, 401);
+    assert_eq!(content_type, "application/problem+json");
     assert_eq!(problem["status"], 401);
-    assert!(problem["detail"].as_str().unwrap().contains("admin token"));
+    assert!(problem["detail"].as_str().unwrap().contains("admin"));
 
-    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    let ready = app.http.get(format!("{}/readyz", app.base)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
-    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn dead_letters_through_the_admin_api_are_scoped_to_the_tenant_and_whole_for_operators() {
+    let db = TestDb::create().await;
+    let a = db.create_tenant("Contoso", "contoso.com").await;
+    let b = db.create_tenant("Fabrikam", "fabrikam.com").await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    let (_, operator) = muster_infra::tenancy::issue_operator_token(&mut conn, "on-call").await.unwrap();
+    let amqp = test_amqp(&broker_url());
+    let names = Names::new(amqp.prefix.clone());
+    let probe = Probe::bind(&names, "no.such.events").await.unwrap();
+    let publisher = probe.publisher().await;
+    let a_ids = [
+        publish_dead_letter(&publisher, &names, &NORMALIZER, a.id, "a1").await,
+        publish_dead_letter(&publisher, &names, &NORMALIZER, a.id, "a2").await,
+    ];
+    let b_id = publish_dead_letter(&publisher, &names, &NORMALIZER, b.id, "b1").await;
+    let app = AdminApp::start(&db, amqp).await;
+    let dlq = names.dead_letter_queue(&NORMALIZER);
+    let depth_of = |v: &Value| {
+        v["queues"].as_array().unwrap().iter().find(|q| q["queue"] == dlq.as_str()).unwrap()["depth"].clone()
+    };
+
+    let (status, mine, _) = app.get("/api/v1/dlq", &a.admin_token).await;
+    assert_eq!(status, 200);
+    assert_eq!(depth_of(&mine), 2);
+    let (_, all, _) = app.get("/api/v1/dlq", &operator).await;
+    assert_eq!(depth_of(&all), 3);
+
+    let (_, shown, _) = app.get("/api/v1/dlq/normalizer", &a.admin_token).await;
+    let shown = shown["messages"].as_array().unwrap();
+    assert_eq!(shown.len(), 2);
+    assert!(shown.iter().all(|m| m["tenant_id"] == a.id.to_string()));
+    assert_eq!(shown[0]["reason"], "gave up after 5 attempts: database unavailable");
+
+    // A tenant cannot touch another tenant's message, even by naming it.
+    let (status, none) = app.post("/api/v1/dlq/normalizer/replay", &a.admin_token, json!({"event_ids": [b_id]})).await;
+    assert_eq!((status, none["replayed"].clone()), (200, json!(0)));
+    let (_, replayed) = app.post("/api/v1/dlq/normalizer/replay", &a.admin_token, json!({"all": true})).await;
+    assert_eq!(replayed["replayed"], 2);
+    let mut got: Vec<String> =
+        replayed["event_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    got.sort();
+    let mut want = a_ids.to_vec();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(depth(&probe.channel, &names.queue(&NORMALIZER)).await, 2);
+    assert_eq!(depth(&probe.channel, &dlq).await, 1, "B's message stays");
+
+    let (status, problem) = app.post("/api/v1/dlq/normalizer/purge", &operator, json!({"all": true})).await;
+    assert_eq!(status, 400);
+    assert!(problem["detail"].as_str().unwrap().contains("confirm"));
+    let (status, _) =
+        app.post("/api/v1/dlq/normalizer/replay", &operator, json!({"all": true, "event_ids": ["x"]})).await;
+    assert_eq!(status, 400);
+    let (_, purged) =
+        app.post("/api/v1/dlq/normalizer/purge", &a.admin_token, json!({"all": true, "confirm": true})).await;
+    assert_eq!(purged["purged"], 0);
+    let (_, purged) = app.post("/api/v1/dlq/normalizer/purge", &operator, json!({"all": true, "confirm": true})).await;
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(depth(&probe.channel, &dlq).await, 0);
+
+    let (status, _, content_type) = app.get("/api/v1/dlq/nonsense", &operator).await;
+    assert_eq!((status, content_type.as_str()), (404, "application/problem+json"));
+    let (status, _, _) = app.get("/api/v1/dlq", &a.scim_token).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = app.get("/api/v1/tenant", &operator).await;
+    assert_eq!(status, 404);
+    probe.teardown(&names).await;
 }

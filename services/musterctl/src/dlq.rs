@@ -43,7 +43,7 @@ pub enum DlqCommand {
 }
 
 fn selection(all: bool, event_ids: Vec<String>) -> Selection {
-    if all { Selection::All } else { Selection::EventIds(event_ids) }
+    if all { Selection::all() } else { Selection::events(event_ids) }
 }
 
 fn line(letter: &DeadLetter) -> String {

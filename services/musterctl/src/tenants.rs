@@ -23,26 +23,29 @@ pub enum TenantCommand {
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Issue a new token (the old ones stay valid until revoked).
+    /// Issue a new token (the old ones stay valid until revoked). `--kind operator` issues an
+    /// operator token, which belongs to no tenant and sees every tenant's dead letters.
     Create {
-        #[arg(long)]
-        tenant: Uuid,
-        /// `scim` (for Entra ID) or `admin`.
+        /// The tenant; not given for operator tokens.
+        #[arg(long, required_unless_present = "kind")]
+        tenant: Option<Uuid>,
+        /// `scim` (for Entra ID), `admin`, or `operator`.
         #[arg(long, default_value = "scim")]
         kind: String,
         /// A label to tell tokens apart.
         #[arg(long, default_value = "rotated")]
         name: String,
     },
-    /// List a tenant's tokens (never their secrets).
+    /// List a tenant's tokens, or the operator tokens without `--tenant` (never their secrets).
     List {
         #[arg(long)]
-        tenant: Uuid,
+        tenant: Option<Uuid>,
     },
     /// Revoke a token: requests bearing it get 401 from now on.
     Revoke {
+        /// The token's tenant; not given for an operator token.
         #[arg(long)]
-        tenant: Uuid,
+        tenant: Option<Uuid>,
         /// The token's id, as `token list` shows it.
         #[arg(long)]
         token_id: Uuid,
@@ -84,16 +87,23 @@ pub async fn token(database: &DatabaseSettings, cmd: TokenCommand) -> anyhow::Re
     let pool = muster_infra::db::pool(database)?;
     match cmd {
         TokenCommand::Create { tenant, kind, name } => {
-            let kind =
-                TokenKind::parse(&kind).with_context(|| format!("--kind must be scim or admin, not '{kind}'"))?;
+            let kind = TokenKind::parse(&kind)
+                .with_context(|| format!("--kind must be scim, admin or operator, not '{kind}'"))?;
             let mut conn = pool.acquire().await.context("connecting to the database")?;
-            if tenancy::find_tenant(&mut *conn, tenant).await?.is_none() {
-                bail!("no tenant {tenant}");
-            }
-            let (info, token) = tenancy::issue_token(&mut conn, tenant, kind, &name).await?;
+            let (info, token) = match (kind, tenant) {
+                (TokenKind::Operator, None) => tenancy::issue_operator_token(&mut conn, &name).await?,
+                (TokenKind::Operator, Some(_)) => bail!("operator tokens belong to no tenant; drop --tenant"),
+                (_, None) => bail!("--tenant is required for {} tokens", kind.as_str()),
+                (_, Some(tenant)) => {
+                    if tenancy::find_tenant(&mut *conn, tenant).await?.is_none() {
+                        bail!("no tenant {tenant}");
+                    }
+                    tenancy::issue_token(&mut conn, tenant, kind, &name).await?
+                }
+            };
             println!(
                 "{}",
-                json!({"token_id": info.id, "tenant_id": tenant, "kind": info.kind, "name": info.name, "token": token})
+                json!({"token_id": info.id, "tenant_id": info.tenant_id, "kind": info.kind, "name": info.name, "token": token})
             );
         }
         TokenCommand::List { tenant } => {
@@ -102,7 +112,10 @@ pub async fn token(database: &DatabaseSettings, cmd: TokenCommand) -> anyhow::Re
         }
         TokenCommand::Revoke { tenant, token_id } => match tenancy::revoke_token(&pool, tenant, token_id).await? {
             Some(info) => println!("{}", serde_json::to_string(&info)?),
-            None => bail!("tenant {tenant} has no token {token_id}"),
+            None => match tenant {
+                Some(tenant) => bail!("tenant {tenant} has no token {token_id}"),
+                None => bail!("there is no operator token {token_id}"),
+            },
         },
     }
     Ok(())

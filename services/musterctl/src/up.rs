@@ -24,6 +24,7 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
     };
     let admin_settings = muster_admin::Settings {
         database: settings.database.clone(),
+        amqp: settings.amqp.clone(),
         http: HttpSettings { addr: args.admin_addr },
         telemetry: settings.telemetry.clone(),
     };

@@ -57,6 +57,15 @@ fn migrate_creates_the_database_then_tenants_and_tokens_rotate() {
     assert!(ok, "{err}");
     assert!(revoked["revoked_at"].is_string());
 
+    let (ok, operator, err) = musterctl(&db, &["token", "create", "--kind", "operator", "--name", "on-call"]);
+    assert!(ok, "{err}");
+    assert!(operator["token"].as_str().unwrap().starts_with("mst_operator_"));
+    assert!(operator["tenant_id"].is_null());
+    let (_, operators, _) = musterctl(&db, &["token", "list"]);
+    assert_eq!(operators.as_array().unwrap().len(), 1);
+    let (ok, _, err) = musterctl(&db, &["token", "create", "--kind", "operator", "--tenant", &tenant_id]);
+    assert!(!ok && err.contains("no tenant"), "{err}");
+
     let (ok, _, err) = musterctl(&db, &["tenant", "create", "--name", "Bad", "--domain", "not a domain"]);
     assert!(!ok);
     assert!(err.contains("not a valid e-mail domain"), "{err}");
@@ -70,13 +79,9 @@ fn migrate_creates_the_database_then_tenants_and_tokens_rotate() {
 mod dlq {
     use std::process::Command;
 
-    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
-    use muster_contracts::headers as h;
+    use muster_contracts::Names;
     use muster_contracts::topology::NORMALIZER;
-    use muster_contracts::{EventEnvelope, EventKind, Names};
-    use muster_infra::amqp::{HeaderValue, event_properties, with_headers};
-    use muster_testkit::broker::{Probe, broker_url, test_amqp};
+    use muster_testkit::broker::{Probe, broker_url, depth, publish_dead_letter, test_amqp};
     use serde_json::Value;
 
     fn musterctl(prefix: &str, args: &[&str]) -> (bool, Value, String) {
@@ -95,11 +100,6 @@ mod dlq {
         )
     }
 
-    async fn depth(probe: &Probe, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        probe.channel.queue_declare(queue.into(), passive, FieldTable::default()).await.unwrap().message_count()
-    }
-
     #[tokio::test]
     async fn dlq_list_show_replay_and_purge_as_an_operator_runs_them() {
         let amqp = test_amqp(&broker_url());
@@ -107,35 +107,11 @@ mod dlq {
         let probe = Probe::bind(&names, "no.such.events").await.unwrap();
         let publisher = probe.publisher().await;
         let dlq = names.dead_letter_queue(&NORMALIZER);
-        let mut ids = Vec::new();
-        for n in 0..2 {
-            let event = EventEnvelope::new(
-                uuid::Uuid::now_v7(),
-                EventKind::ScimUserUpserted,
-                format!("u{n}"),
-                1,
-                chrono::Utc::now(),
-            );
-            let properties = with_headers(
-                &event_properties(&event.event_id.to_string(), None),
-                &[
-                    (h::ATTEMPTS, HeaderValue::Int(5)),
-                    (h::REASON, HeaderValue::Str("gave up after 5 attempts: database unavailable".into())),
-                    (h::ORIGINAL_ROUTING_KEY, HeaderValue::Str("scim.user.upserted".into())),
-                    (h::EVENT_ID, HeaderValue::Str(event.event_id.to_string())),
-                    (h::TENANT_ID, HeaderValue::Str(event.tenant_id.to_string())),
-                    (h::LAST_FAILURE, HeaderValue::Str(chrono::Utc::now().to_rfc3339())),
-                ],
-            );
-            let body = serde_json::to_vec(&event).unwrap();
-            publisher
-                .basic_publish("".into(), dlq.as_str().into(), BasicPublishOptions::default(), &body, properties)
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-            ids.push(event.event_id.to_string());
-        }
+        let tenant = uuid::Uuid::now_v7();
+        let ids = [
+            publish_dead_letter(&publisher, &names, &NORMALIZER, tenant, "u0").await,
+            publish_dead_letter(&publisher, &names, &NORMALIZER, tenant, "u1").await,
+        ];
         let prefix = amqp.prefix.as_str();
 
         let (ok, list, err) = musterctl(prefix, &["dlq", "list", "--json"]);
@@ -151,7 +127,7 @@ mod dlq {
         assert_eq!(shown[0]["routing_key"], "scim.user.upserted");
         assert!(shown[0]["reason"].as_str().unwrap().contains("database unavailable"));
         assert_eq!(shown[0]["payload"]["entity_id"], "u0");
-        assert_eq!(depth(&probe, &dlq).await, 2, "show consumed nothing");
+        assert_eq!(depth(&probe.channel, &dlq).await, 2, "show consumed nothing");
 
         let (ok, _, err) = musterctl(prefix, &["dlq", "purge", "normalizer", "--all"]);
         assert!(!ok && err.contains("--yes"), "{err}");
@@ -159,13 +135,13 @@ mod dlq {
         let (ok, replayed, err) = musterctl(prefix, &["dlq", "replay", "normalizer", "--event-id", &ids[0]]);
         assert!(ok, "{err}");
         assert_eq!(replayed["replayed"], 1);
-        assert_eq!(depth(&probe, &names.queue(&NORMALIZER)).await, 1, "replayed into the worker's queue");
+        assert_eq!(depth(&probe.channel, &names.queue(&NORMALIZER)).await, 1, "replayed into the worker's queue");
 
         let (ok, purged, err) = musterctl(prefix, &["dlq", "purge", &dlq, "--all", "--yes"]);
         assert!(ok, "{err}");
         assert_eq!(purged["purged"], 1);
         assert!(err.contains(&ids[1]), "each purged message is logged: {err}");
-        assert_eq!(depth(&probe, &dlq).await, 0);
+        assert_eq!(depth(&probe.channel, &dlq).await, 0);
 
         let (ok, _, err) = musterctl(prefix, &["dlq", "show", "nonsense"]);
         assert!(!ok && err.contains("not a worker"), "{err}");

@@ -9,12 +9,14 @@ use sha2::{Digest, Sha256};
 use sqlx::{FromRow, PgConnection, PgExecutor};
 use uuid::Uuid;
 
-/// What a token grants: the SCIM API (for Entra ID) or the admin API.
+/// What a token grants: the SCIM API (for Entra ID), a tenant's admin API, or the
+/// operator's view across tenants (dead-letter queues).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     Scim,
     Admin,
+    Operator,
 }
 
 impl TokenKind {
@@ -23,6 +25,7 @@ impl TokenKind {
         match self {
             TokenKind::Scim => "scim",
             TokenKind::Admin => "admin",
+            TokenKind::Operator => "operator",
         }
     }
 
@@ -31,6 +34,7 @@ impl TokenKind {
         match s {
             "scim" => Some(TokenKind::Scim),
             "admin" => Some(TokenKind::Admin),
+            "operator" => Some(TokenKind::Operator),
             _ => None,
         }
     }
@@ -49,7 +53,8 @@ pub struct Tenant {
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct TokenInfo {
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    /// `None` for operator tokens.
+    pub tenant_id: Option<Uuid>,
     pub kind: String,
     pub name: String,
     pub prefix: String,
@@ -83,10 +88,25 @@ pub async fn find_tenant(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> sqlx
         .await
 }
 
-/// Issues a new token and returns it with its plaintext, which is not stored anywhere.
+/// Issues a new tenant token (`scim` or `admin`) and returns it with its plaintext, which is
+/// not stored anywhere.
 pub async fn issue_token(
     conn: &mut PgConnection,
     tenant_id: Uuid,
+    kind: TokenKind,
+    name: &str,
+) -> sqlx::Result<(TokenInfo, String)> {
+    insert_token(conn, Some(tenant_id), kind, name).await
+}
+
+/// Issues an operator token (no tenant: it sees every tenant's dead letters).
+pub async fn issue_operator_token(conn: &mut PgConnection, name: &str) -> sqlx::Result<(TokenInfo, String)> {
+    insert_token(conn, None, TokenKind::Operator, name).await
+}
+
+async fn insert_token(
+    conn: &mut PgConnection,
+    tenant_id: Option<Uuid>,
     kind: TokenKind,
     name: &str,
 ) -> sqlx::Result<(TokenInfo, String)> {
@@ -110,26 +130,28 @@ pub async fn issue_token(
     Ok((info, plaintext))
 }
 
-/// A tenant's tokens, newest first, revoked ones included.
-pub async fn list_tokens(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> sqlx::Result<Vec<TokenInfo>> {
+/// A tenant's tokens (operator tokens when `tenant_id` is `None`), newest first, revoked
+/// ones included.
+pub async fn list_tokens(executor: impl PgExecutor<'_>, tenant_id: Option<Uuid>) -> sqlx::Result<Vec<TokenInfo>> {
     sqlx::query_as::<_, TokenInfo>(
         "select id, tenant_id, kind, name, prefix, created_at, revoked_at from tenancy.api_tokens
-         where tenant_id = $1 order by created_at desc, id desc",
+         where tenant_id is not distinct from $1 order by created_at desc, id desc",
     )
     .bind(tenant_id)
     .fetch_all(executor)
     .await
 }
 
-/// Revokes a token; `None` when the tenant has no such token.
+/// Revokes a token of the tenant (an operator token when `tenant_id` is `None`); `None` when
+/// there is no such token.
 pub async fn revoke_token(
     executor: impl PgExecutor<'_>,
-    tenant_id: Uuid,
+    tenant_id: Option<Uuid>,
     token_id: Uuid,
 ) -> sqlx::Result<Option<TokenInfo>> {
     sqlx::query_as::<_, TokenInfo>(
         "update tenancy.api_tokens set revoked_at = coalesce(revoked_at, now()), updated_at = now()
-         where tenant_id = $1 and id = $2
+         where tenant_id is not distinct from $1 and id = $2
          returning id, tenant_id, kind, name, prefix, created_at, revoked_at",
     )
     .bind(tenant_id)
@@ -138,13 +160,39 @@ pub async fn revoke_token(
     .await
 }
 
-/// The tenant a presented token belongs to, if it is a live token of `kind`.
+/// The tenant a presented token belongs to, if it is a live tenant token of `kind`.
 pub async fn authenticate(executor: impl PgExecutor<'_>, kind: TokenKind, token: &str) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar::<_, Uuid>(
-        "select tenant_id from tenancy.api_tokens where token_hash = $1 and kind = $2 and revoked_at is null",
+        "select tenant_id from tenancy.api_tokens
+         where token_hash = $1 and kind = $2 and revoked_at is null and tenant_id is not null",
     )
     .bind(hash_token(token))
     .bind(kind.as_str())
     .fetch_optional(executor)
     .await
+}
+
+/// Who an admin-API token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    /// A tenant's admin: sees only that tenant.
+    TenantAdmin(Uuid),
+    /// An operator: sees every tenant's dead letters.
+    Operator,
+}
+
+/// The principal of a live admin or operator token.
+pub async fn authenticate_admin(executor: impl PgExecutor<'_>, token: &str) -> sqlx::Result<Option<Principal>> {
+    let found: Option<(String, Option<Uuid>)> = sqlx::query_as(
+        "select kind, tenant_id from tenancy.api_tokens
+         where token_hash = $1 and kind in ('admin', 'operator') and revoked_at is null",
+    )
+    .bind(hash_token(token))
+    .fetch_optional(executor)
+    .await?;
+    Ok(match found {
+        Some((kind, Some(tenant))) if kind == "admin" => Some(Principal::TenantAdmin(tenant)),
+        Some((kind, None)) if kind == "operator" => Some(Principal::Operator),
+        _ => None,
+    })
 }

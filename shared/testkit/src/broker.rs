@@ -135,3 +135,64 @@ impl Probe {
         channel
     }
 }
+
+/// Puts a message into `worker`'s DLQ as the runtime would have left it (headers included),
+/// for tests of the DLQ tools. Returns its event id.
+pub async fn publish_dead_letter(
+    channel: &Channel,
+    names: &Names,
+    worker: &muster_contracts::WorkerQueue,
+    tenant: uuid::Uuid,
+    entity: &str,
+) -> String {
+    use muster_contracts::headers as h;
+    use muster_infra::amqp::{HeaderValue, with_headers};
+    let event = muster_contracts::EventEnvelope::new(
+        tenant,
+        muster_contracts::EventKind::ScimUserUpserted,
+        entity,
+        1,
+        chrono::Utc::now(),
+    );
+    let properties = with_headers(
+        &muster_infra::amqp::event_properties(&event.event_id.to_string(), None),
+        &[
+            (h::ATTEMPTS, HeaderValue::Int(5)),
+            (h::REASON, HeaderValue::Str("gave up after 5 attempts: database unavailable".into())),
+            (h::FAILURE_KIND, HeaderValue::Str("transient".into())),
+            (h::ORIGINAL_EXCHANGE, HeaderValue::Str(names.events_exchange())),
+            (h::ORIGINAL_ROUTING_KEY, HeaderValue::Str("scim.user.upserted".into())),
+            (h::EVENT_ID, HeaderValue::Str(event.event_id.to_string())),
+            (h::TENANT_ID, HeaderValue::Str(tenant.to_string())),
+            (h::FIRST_FAILURE, HeaderValue::Str(chrono::Utc::now().to_rfc3339())),
+            (h::LAST_FAILURE, HeaderValue::Str(chrono::Utc::now().to_rfc3339())),
+        ],
+    );
+    let body = serde_json::to_vec(&event).unwrap_or_default();
+    let dlq = names.dead_letter_queue(worker);
+    let published = channel
+        .basic_publish(
+            "".into(),
+            dlq.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await;
+    match published {
+        Ok(confirm) => {
+            let _ = confirm.await;
+        }
+        Err(e) => panic!("publishing a dead letter: {e}"),
+    }
+    event.event_id.to_string()
+}
+
+/// Ready messages in `queue`.
+pub async fn depth(channel: &Channel, queue: &str) -> u32 {
+    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    match channel.queue_declare(queue.into(), passive, FieldTable::default()).await {
+        Ok(q) => q.message_count(),
+        Err(e) => panic!("{queue}: {e}"),
+    }
+}

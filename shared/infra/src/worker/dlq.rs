@@ -68,18 +68,34 @@ impl DeadLetter {
 }
 
 /// Which messages an operation applies to.
-#[derive(Debug, Clone)]
-pub enum Selection {
-    All,
-    EventIds(Vec<String>),
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this tenant's messages (a tenant admin's view); every tenant's when `None`.
+    pub tenant: Option<String>,
+    /// Only these events; all when `None`.
+    pub event_ids: Option<Vec<String>>,
 }
 
 impl Selection {
-    fn matches(&self, letter: &DeadLetter) -> bool {
-        match self {
-            Selection::All => true,
-            Selection::EventIds(ids) => letter.event_id.as_ref().is_some_and(|e| ids.contains(e)),
-        }
+    /// Every message.
+    pub fn all() -> Selection {
+        Selection::default()
+    }
+
+    /// The messages of these events.
+    pub fn events(ids: Vec<String>) -> Selection {
+        Selection { tenant: None, event_ids: Some(ids) }
+    }
+
+    /// The same selection, narrowed to one tenant's messages.
+    pub fn for_tenant(self, tenant: impl Into<String>) -> Selection {
+        Selection { tenant: Some(tenant.into()), ..self }
+    }
+
+    /// Whether `letter` is selected.
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        self.tenant.as_ref().is_none_or(|t| letter.tenant_id.as_ref() == Some(t))
+            && self.event_ids.as_ref().is_none_or(|ids| letter.event_id.as_ref().is_some_and(|e| ids.contains(e)))
     }
 }
 
@@ -131,11 +147,22 @@ async fn peek_on(channel: &Channel, dlq: &str, limit: usize) -> lapin::Result<Ve
 
 /// Up to `limit` messages from the head of `dlq`, left in the queue.
 pub async fn peek(connection: &Connection, dlq: &str, limit: usize) -> lapin::Result<Vec<DeadLetter>> {
+    peek_selected(connection, dlq, &Selection::all(), limit, limit).await
+}
+
+/// Up to `limit` selected messages among the first `scan` of `dlq`, left in the queue.
+pub async fn peek_selected(
+    connection: &Connection,
+    dlq: &str,
+    selection: &Selection,
+    limit: usize,
+    scan: usize,
+) -> lapin::Result<Vec<DeadLetter>> {
     let channel = connection.create_channel().await?;
-    let letters = peek_on(&channel, dlq, limit).await;
+    let letters = peek_on(&channel, dlq, scan).await;
     // Closing the channel returns every unacknowledged message to the queue.
     let _ = channel.close(200, "peek done".into()).await;
-    letters
+    Ok(letters?.into_iter().filter(|l| selection.matches(l)).take(limit).collect())
 }
 
 /// Walks `dlq` once; for each selected message runs `act`, then acks it. Unselected
