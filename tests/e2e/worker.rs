@@ -225,19 +225,26 @@ async fn a_severed_broker_connection_is_recovered_without_losing_a_message() {
     let proxy = TcpProxy::start("127.0.0.1:5672".parse::<SocketAddr>().unwrap()).await.unwrap();
     let mut via_proxy = rig.amqp.clone();
     via_proxy.url = format!("amqp://guest:guest@{}/%2f", proxy.addr).into();
-    let health = rig.start(&via_proxy, fast_settings());
-    eventually(WAIT, "the worker to connect", || async { health.is_connected().then_some(()) }).await;
+    let worker = Worker::new("test-worker", NORMALIZER, via_proxy, fast_settings(), rig.recorder.clone());
+    let health = worker.health();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let readyz = format!("http://{}/readyz", listener.local_addr().unwrap());
+    tokio::spawn(worker.run_with_ops(rig._db.pool.clone(), listener, rig.shutdown.clone()));
+    let ready = || async { reqwest::get(&readyz).await.map(|r| r.status().as_u16()).unwrap_or(0) };
+    eventually(WAIT, "the worker to be ready", || async { (ready().await == 200).then_some(()) }).await;
     for i in 0..50 {
         rig.publish(&rig.event(&format!("before-{i}"), 1)).await;
     }
     proxy.cut();
     eventually(WAIT, "the worker to notice", || async { (!health.is_connected()).then_some(()) }).await;
+    assert_eq!(ready().await, 503, "/readyz goes false without the broker");
     for i in 0..50 {
         rig.publish(&rig.event(&format!("during-{i}"), 1)).await;
     }
     proxy.restore();
     rig.until_applied(100).await;
     assert!(health.is_connected());
+    assert_eq!(ready().await, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rig.recorder.total_applied().await, 100, "every message applied exactly once");
     assert!(rig.dlq().await.is_empty());
@@ -320,5 +327,25 @@ async fn a_worker_killed_mid_message_has_it_redelivered_and_applied_exactly_once
     .await;
     assert_eq!(rig.recorder.effect("victim2").await, Some((1, 1)), "applied exactly once");
     assert!(rig.dlq().await.is_empty());
+    rig.teardown().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_delivery_in_hand_before_closing() {
+    let rig = Rig::new().await;
+    rig.recorder.set(Behaviour::PauseBeforeCommit("slow".into(), 700));
+    let worker = Worker::new("test-worker", NORMALIZER, rig.amqp.clone(), fast_settings(), rig.recorder.clone());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    rig.publish(&rig.event("slow", 1)).await;
+    eventually(WAIT, "the slow delivery in the handler", || async {
+        (rig.recorder.deliveries("slow").await == 1).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, running).await.expect("the worker to stop").unwrap().unwrap();
+    assert_eq!(rig.recorder.effect("slow").await, Some((1, 1)), "the in-flight delivery was finished");
+    let queue = rig.names.queue(&NORMALIZER);
+    assert_eq!(muster_testkit::broker::depth(&rig.probe.channel, &queue).await, 0, "and acked, so nothing comes back");
     rig.teardown().await;
 }

@@ -68,6 +68,19 @@ impl<H: Handler> Worker<H> {
         self.health.clone()
     }
 
+    /// Runs the worker and its `/healthz`, `/readyz` (database and broker) and `/metrics` on
+    /// `listener` until `shutdown`: what a worker binary's `run` does.
+    pub async fn run_with_ops(
+        self,
+        pool: sqlx::PgPool,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let ops = crate::http::ops_routes(crate::http::Readiness { pool, broker: Some(self.health()) });
+        let (served, consumed) = tokio::join!(crate::http::serve(listener, ops, shutdown.clone()), self.run(shutdown));
+        served.and(consumed)
+    }
+
     /// Consumes until `shutdown`; reconnects with capped, jittered backoff whenever the broker
     /// connection is lost. Unacked deliveries of a lost connection are redelivered by the
     /// broker, so nothing in flight is dropped.
