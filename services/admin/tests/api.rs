@@ -121,7 +121,10 @@ async fn dead_letters_through_the_admin_api_are_scoped_to_the_tenant_and_whole_f
     want.sort();
     assert_eq!(got, want);
     assert_eq!(depth(&probe.channel, &names.queue(&NORMALIZER)).await, 2);
-    assert_eq!(depth(&probe.channel, &dlq).await, 1, "B's message stays");
+    muster_testkit::eventually(std::time::Duration::from_secs(10), "B's message to stay in the DLQ", || async {
+        (depth(&probe.channel, &dlq).await == 1).then_some(())
+    })
+    .await;
 
     let (status, problem) = app.post("/api/v1/dlq/normalizer/purge", &operator, json!({"all": true})).await;
     assert_eq!(status, 400);

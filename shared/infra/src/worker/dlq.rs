@@ -134,10 +134,25 @@ pub async fn summaries(connection: &Connection, names: &Names) -> lapin::Result<
     Ok(out)
 }
 
+/// The next message of `dlq`, unacknowledged. An empty answer is asked again twice, a little
+/// later: messages another channel just handed back (a `show` a moment ago) reach a quorum
+/// queue asynchronously and would otherwise be missed.
+async fn next_message(channel: &Channel, dlq: &str) -> lapin::Result<Option<lapin::message::BasicGetMessage>> {
+    for wait_ms in [0, 50, 200] {
+        if wait_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        }
+        if let Some(message) = channel.basic_get(dlq.into(), BasicGetOptions { no_ack: false }).await? {
+            return Ok(Some(message));
+        }
+    }
+    Ok(None)
+}
+
 async fn peek_on(channel: &Channel, dlq: &str, limit: usize) -> lapin::Result<Vec<DeadLetter>> {
     let mut out = Vec::new();
     while out.len() < limit {
-        match channel.basic_get(dlq.into(), BasicGetOptions { no_ack: false }).await? {
+        match next_message(channel, dlq).await? {
             Some(message) => out.push(DeadLetter::from_message(&message.delivery.properties, &message.delivery.data)),
             None => break,
         }
@@ -179,10 +194,10 @@ where
 {
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    let total = depth(&channel, dlq).await?;
     let mut done = Vec::new();
-    for _ in 0..total {
-        let Some(message) = channel.basic_get(dlq.into(), BasicGetOptions { no_ack: false }).await? else { break };
+    // Messages taken and not selected stay unacknowledged on this channel, so they are not
+    // handed out again: the walk ends when the queue has nothing more to give.
+    while let Some(message) = next_message(&channel, dlq).await? {
         let letter = DeadLetter::from_message(&message.delivery.properties, &message.delivery.data);
         if !selection.matches(&letter) {
             continue;

@@ -364,7 +364,12 @@ async fn retry<H: Handler>(
         return;
     };
     let headers = failure_headers(shared.service, delivery, Some(envelope), failure, attempt);
-    let properties = with_headers(&delivery.properties, &headers);
+    // Jitter: the delay queue's TTL is the cap; each message expires somewhere in its upper
+    // half, so retries of a burst of failures do not all return at once. A message behind a
+    // later-expiring one waits at most half a delay longer.
+    let cap = shared.settings.retry_delays_ms.get(index).copied().unwrap_or(1000);
+    let jittered = cap / 2 + rand::random_range(0..=cap / 2);
+    let properties = with_headers(&delivery.properties, &headers).with_expiration(jittered.to_string().into());
     match publish_confirmed(&shared.publisher, "", retry_queue, delivery, properties).await {
         Ok(()) => {
             tracing::info!(reason = failure.reason(), attempt, retry_queue = %retry_queue, "transient failure; retrying later");
