@@ -109,6 +109,37 @@ fn selection_of(body: &ActBody) -> Result<Selection, Problem> {
     }
 }
 
+/// What replay and purge act on: the DLQ, the principal-scoped selection, a connection.
+struct Action {
+    names: Names,
+    dlq: String,
+    selection: Selection,
+    connection: lapin::Connection,
+}
+
+async fn action(
+    state: &AppState,
+    principal: Principal,
+    queue: &str,
+    body: Result<Json<ActBody>, axum::extract::rejection::JsonRejection>,
+    needs_confirm: bool,
+) -> Result<Action, Problem> {
+    let Json(body) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if needs_confirm && !body.confirm {
+        return Err(Problem::bad_request("purge discards messages for good; send \"confirm\": true"));
+    }
+    let names = Names::new(state.amqp.prefix.clone());
+    let dlq = resolve(&names, queue)?;
+    let selection = scope(principal, selection_of(&body)?);
+    let connection = broker(state).await?;
+    Ok(Action { names, dlq, selection, connection })
+}
+
+fn outcome(verb: &str, letters: &[dlq::DeadLetter]) -> Response {
+    let ids: Vec<Option<String>> = letters.iter().map(|l| l.event_id.clone()).collect();
+    Json(json!({verb: letters.len(), "event_ids": ids})).into_response()
+}
+
 /// `POST /api/v1/dlq/{queue}/replay`.
 pub async fn replay(
     State(state): State<AppState>,
@@ -116,18 +147,15 @@ pub async fn replay(
     Path(queue): Path<String>,
     body: Result<Json<ActBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
-    let Json(body) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let names = Names::new(state.amqp.prefix.clone());
-    let dlq_name = resolve(&names, &queue)?;
-    let selection = scope(principal, selection_of(&body)?);
-    let connection = broker(&state).await?;
-    let replayed =
-        dlq::replay(&connection, &names, &dlq_name, &selection).await.map_err(|e| Problem::broker(format!("{e:#}")))?;
+    let act = action(&state, principal, &queue, body, false).await?;
+    let replayed = dlq::replay(&act.connection, &act.names, &act.dlq, &act.selection)
+        .await
+        .map_err(|e| Problem::broker(format!("{e:#}")))?;
     for letter in &replayed {
-        tracing::info!(event_id = ?letter.event_id, tenant_id = ?letter.tenant_id, queue = %dlq_name, "replayed through the admin API");
+        tracing::info!(event_id = ?letter.event_id, tenant_id = ?letter.tenant_id, queue = %act.dlq, "replayed through the admin API");
     }
-    let _ = connection.close(200, "done".into()).await;
-    Ok(Json(json!({"replayed": replayed.len(), "event_ids": replayed.iter().map(|l| l.event_id.clone()).collect::<Vec<_>>()})).into_response())
+    let _ = act.connection.close(200, "done".into()).await;
+    Ok(outcome("replayed", &replayed))
 }
 
 /// `POST /api/v1/dlq/{queue}/purge`.
@@ -137,21 +165,12 @@ pub async fn purge(
     Path(queue): Path<String>,
     body: Result<Json<ActBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
-    let Json(body) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
-    if !body.confirm {
-        return Err(Problem::bad_request("purge discards messages for good; send \"confirm\": true"));
-    }
-    let names = Names::new(state.amqp.prefix.clone());
-    let dlq_name = resolve(&names, &queue)?;
-    let selection = scope(principal, selection_of(&body)?);
-    let connection = broker(&state).await?;
-    let purged = dlq::purge(&connection, &dlq_name, &selection).await.map_err(|e| Problem::broker(format!("{e:#}")))?;
+    let act = action(&state, principal, &queue, body, true).await?;
+    let purged =
+        dlq::purge(&act.connection, &act.dlq, &act.selection).await.map_err(|e| Problem::broker(format!("{e:#}")))?;
     for letter in &purged {
-        tracing::warn!(event_id = ?letter.event_id, tenant_id = ?letter.tenant_id, reason = ?letter.reason, queue = %dlq_name, "purged through the admin API");
+        tracing::warn!(event_id = ?letter.event_id, tenant_id = ?letter.tenant_id, reason = ?letter.reason, queue = %act.dlq, "purged through the admin API");
     }
-    let _ = connection.close(200, "done".into()).await;
-    Ok(Json(
-        json!({"purged": purged.len(), "event_ids": purged.iter().map(|l| l.event_id.clone()).collect::<Vec<_>>()}),
-    )
-    .into_response())
+    let _ = act.connection.close(200, "done".into()).await;
+    Ok(outcome("purged", &purged))
 }
