@@ -1,6 +1,10 @@
-//! Muster's pure business rules: no IO, no clock. Later issues add profile normalization,
-//! time zones and weekends here.
+//! Muster's pure business rules: no IO, no clock. Profile normalization (phones, countries,
+//! subdivisions, locales, time zones) and company domains; the normalizer worker applies them.
 
 pub mod company_domain;
+pub mod country;
+pub mod locale;
+pub mod phone;
+pub mod timezone;
 
 pub use company_domain::{CompanyDomain, InvalidDomain};
