@@ -12,6 +12,9 @@ use chrono_tz::Tz;
 /// `zone.tab` of tzdb 2025b (public domain): country code, coordinates, zone name.
 const ZONE_TAB: &str = include_str!("../data/zone.tab");
 
+/// Curated ISO 3166-2 subdivision → zone data for countries whose subdivisions differ.
+const SUBDIVISION_ZONES: &str = include_str!("../data/subdivision_zones.tsv");
+
 /// A value that is not an IANA time zone name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{raw}' is not an IANA time zone name such as America/New_York")]
@@ -57,9 +60,142 @@ pub fn single_zone_of_country(alpha2: &str) -> Option<Tz> {
     }
 }
 
+fn zones_by_subdivision() -> &'static HashMap<&'static str, &'static str> {
+    static MAP: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        SUBDIVISION_ZONES
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| l.split_once('\t'))
+            .collect()
+    })
+}
+
+/// The zone of an ISO 3166-2 subdivision (`US-CA`), where the curated data has it.
+pub fn zone_of_subdivision(iso: &str) -> Option<Tz> {
+    zones_by_subdivision().get(iso.trim().to_ascii_uppercase().as_str()).and_then(|z| Tz::from_str(z).ok())
+}
+
+/// Which rule gave a member's effective time zone (DESIGN.md, "Effective time zone").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimezoneSource {
+    /// The member's own (valid) time zone attribute.
+    Attribute,
+    /// The member's country, which has a single zone.
+    Country,
+    /// The member's state or province, in a country whose subdivisions differ.
+    State,
+    /// None of the above applied: the company's default.
+    CompanyDefault,
+}
+
+impl TimezoneSource {
+    /// The name shown as `timezone_source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimezoneSource::Attribute => "attribute",
+            TimezoneSource::Country => "country",
+            TimezoneSource::State => "state",
+            TimezoneSource::CompanyDefault => "company_default",
+        }
+    }
+}
+
+/// The first rule that applies: the attribute; a single-zone country; the state in a
+/// multi-zone country; the company default. Inputs are already normalized (a valid zone,
+/// an alpha-2 country, an ISO 3166-2 subdivision).
+pub fn effective_timezone(
+    attribute: Option<Tz>,
+    country: Option<&str>,
+    state: Option<&str>,
+    company_default: Tz,
+) -> (Tz, TimezoneSource) {
+    if let Some(tz) = attribute {
+        return (tz, TimezoneSource::Attribute);
+    }
+    if let Some(country) = country {
+        if let Some(tz) = single_zone_of_country(country) {
+            return (tz, TimezoneSource::Country);
+        }
+        let prefix = format!("{}-", country.to_ascii_uppercase());
+        if let Some(tz) = state.filter(|s| s.to_ascii_uppercase().starts_with(&prefix)).and_then(zone_of_subdivision) {
+            return (tz, TimezoneSource::State);
+        }
+    }
+    (company_default, TimezoneSource::CompanyDefault)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_curated_subdivision_exists_and_maps_to_a_zone_of_its_country() {
+        let mut per_country: HashMap<&str, usize> = HashMap::new();
+        for (iso, zone) in zones_by_subdivision() {
+            let (country, code) = iso.split_once('-').unwrap();
+            assert_eq!(
+                crate::country::normalize_subdivision(country, code).as_deref(),
+                Ok(*iso),
+                "{iso} is an ISO 3166-2 code"
+            );
+            assert!(parse_timezone(zone).is_ok(), "{iso}: {zone} is canonical");
+            assert!(zones_of_country(country).contains(zone), "{iso}: {zone} is a zone of {country}");
+            *per_country.entry(country).or_default() += 1;
+        }
+        for (country, at_least) in [("US", 51), ("CA", 13), ("AU", 8), ("BR", 27), ("MX", 32), ("RU", 83)] {
+            assert!(per_country.get(country).copied().unwrap_or(0) >= at_least, "{country}: {per_country:?}");
+        }
+    }
+
+    #[test]
+    fn effective_time_zone_rules_in_order() {
+        let default = Tz::Europe__London;
+        let ny = Some(Tz::America__New_York);
+        assert_eq!(
+            effective_timezone(ny, Some("FR"), None, default),
+            (Tz::America__New_York, TimezoneSource::Attribute)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("FR"), Some("FR-IDF"), default),
+            (Tz::Europe__Paris, TimezoneSource::Country)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("US"), Some("US-CA"), default),
+            (Tz::America__Los_Angeles, TimezoneSource::State)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("CA"), Some("CA-ON"), default),
+            (Tz::America__Toronto, TimezoneSource::State)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("AU"), Some("AU-WA"), default),
+            (Tz::Australia__Perth, TimezoneSource::State)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("BR"), Some("BR-AM"), default),
+            (Tz::America__Manaus, TimezoneSource::State)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("MX"), Some("MX-BCN"), default),
+            (Tz::America__Tijuana, TimezoneSource::State)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("RU"), Some("RU-NVS"), default),
+            (Tz::Asia__Novosibirsk, TimezoneSource::State)
+        );
+        // A multi-zone country without a usable state falls to the company default.
+        assert_eq!(effective_timezone(None, Some("US"), None, default), (default, TimezoneSource::CompanyDefault));
+        assert_eq!(
+            effective_timezone(None, Some("US"), Some("CA-ON"), default),
+            (default, TimezoneSource::CompanyDefault)
+        );
+        assert_eq!(
+            effective_timezone(None, Some("AR"), Some("AR-B"), default),
+            (default, TimezoneSource::CompanyDefault)
+        );
+        assert_eq!(effective_timezone(None, None, None, default), (default, TimezoneSource::CompanyDefault));
+    }
 
     #[test]
     fn iana_names_are_accepted_and_offsets_refused() {
