@@ -48,11 +48,6 @@ impl AttrPath {
         }
         Ok(AttrPath { urn, attr: attr.to_string(), sub: sub.map(str::to_string) })
     }
-
-    /// A path relative to an element of a multi-valued attribute (inside `[...]`).
-    pub fn relative(name: &str) -> AttrPath {
-        AttrPath { urn: None, attr: name.to_string(), sub: None }
-    }
 }
 
 impl std::fmt::Display for AttrPath {
@@ -127,11 +122,6 @@ impl Filter {
             return Err(ScimError::invalid_filter(format!("unexpected {} after the filter", tok.describe())));
         }
         Ok(filter)
-    }
-
-    /// Parses the filter of a value path (`emails[type eq "work"]`), relative to an element.
-    pub fn parse_value_filter(text: &str) -> Result<Filter, ScimError> {
-        Filter::parse(text)
     }
 
     /// The `(sub-attribute, value)` pairs that an equality-only filter pins down, so that a
