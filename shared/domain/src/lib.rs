@@ -5,6 +5,7 @@ pub mod company_domain;
 pub mod country;
 pub mod locale;
 pub mod phone;
+pub mod profile;
 pub mod timezone;
 
 pub use company_domain::{CompanyDomain, InvalidDomain};

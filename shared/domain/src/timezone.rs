@@ -52,12 +52,22 @@ pub fn zones_of_country(alpha2: &str) -> &'static [&'static str] {
     zones_by_country().get(alpha2.to_ascii_uppercase().as_str()).map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// The country's zone when it has exactly one.
+/// The country's zone when all its zones keep the same time: one zone, or several that
+/// agree (Germany's Europe/Busingen follows Europe/Berlin), compared in January and July so
+/// that daylight saving counts. The first zone of `zone.tab` (the most populous) is taken.
 pub fn single_zone_of_country(alpha2: &str) -> Option<Tz> {
-    match zones_of_country(alpha2) {
-        [only] => Tz::from_str(only).ok(),
-        _ => None,
-    }
+    let zones: Vec<Tz> = zones_of_country(alpha2).iter().filter_map(|z| Tz::from_str(z).ok()).collect();
+    let first = *zones.first()?;
+    let offsets = |tz: Tz| -> Vec<i32> {
+        use chrono::{Offset, TimeZone};
+        [(1, 15), (7, 15)]
+            .into_iter()
+            .filter_map(|(month, day)| chrono::NaiveDate::from_ymd_opt(2025, month, day)?.and_hms_opt(12, 0, 0))
+            .map(|instant| tz.offset_from_utc_datetime(&instant).fix().local_minus_utc())
+            .collect()
+    };
+    let reference = offsets(first);
+    zones.iter().all(|tz| offsets(*tz) == reference).then_some(first)
 }
 
 fn zones_by_subdivision() -> &'static HashMap<&'static str, &'static str> {
@@ -190,10 +200,13 @@ mod tests {
             effective_timezone(None, Some("US"), Some("CA-ON"), default),
             (default, TimezoneSource::CompanyDefault)
         );
+        // Indonesia keeps three times and has no curated state data: the company default.
         assert_eq!(
-            effective_timezone(None, Some("AR"), Some("AR-B"), default),
+            effective_timezone(None, Some("ID"), Some("ID-JK"), default),
             (default, TimezoneSource::CompanyDefault)
         );
+        // Argentina has twelve zones that all keep one time: the country decides.
+        assert_eq!(effective_timezone(None, Some("AR"), None, default).1, TimezoneSource::Country);
         assert_eq!(effective_timezone(None, None, None, default), (default, TimezoneSource::CompanyDefault));
     }
 
@@ -221,6 +234,8 @@ mod tests {
         assert_eq!(single_zone_of_country("FR"), Some(Tz::Europe__Paris));
         assert_eq!(single_zone_of_country("il"), Some(Tz::Asia__Jerusalem));
         assert_eq!(single_zone_of_country("US"), None);
+        assert_eq!(single_zone_of_country("DE"), Some(Tz::Europe__Berlin), "Busingen keeps Berlin's time");
+        assert_eq!(single_zone_of_country("ES"), None, "the Canaries differ");
         assert!(zones_of_country("US").len() > 20);
         assert!(zones_of_country("RU").len() > 20);
         assert_eq!(single_zone_of_country("XX"), None);
