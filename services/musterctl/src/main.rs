@@ -48,6 +48,9 @@ struct UpArgs {
     /// Relay health/metrics listen address.
     #[arg(long, env = "RELAY_ADDR", default_value = "0.0.0.0:8082")]
     relay_addr: SocketAddr,
+    /// Normalizer health/metrics listen address.
+    #[arg(long, env = "NORMALIZER_ADDR", default_value = "0.0.0.0:8083")]
+    normalizer_addr: SocketAddr,
 }
 
 /// What every command reads from the layered configuration.
@@ -58,6 +61,7 @@ struct CtlSettings {
     telemetry: TelemetrySettings,
     scim: muster_ingress::ScimSettings,
     relay: muster_relay::RelayOptions,
+    worker: muster_infra::worker::WorkerSettings,
 }
 
 #[tokio::main]
@@ -72,8 +76,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings: CtlSettings =
-        muster_infra::config::load_layers(&[muster_ingress::SCIM_DEFAULTS, muster_relay::RELAY_DEFAULTS])?;
+    let settings: CtlSettings = muster_infra::config::load_layers(&[
+        muster_ingress::SCIM_DEFAULTS,
+        muster_relay::RELAY_DEFAULTS,
+        muster_infra::worker::WORKER_DEFAULTS,
+    ])?;
     match cli.command {
         Command::Migrate => {
             muster_infra::db::ensure_database(&settings.database).await?;

@@ -35,7 +35,18 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the relay's health listener on {}", args.relay_addr))?;
     let relay_ops = muster_infra::http::ops_routes(Readiness { pool: pool.clone(), broker: Some(relay.health()) });
-    tracing::info!(ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, relay = %args.relay_addr, "muster is up");
+    let normalizer_settings = muster_normalizer::Settings {
+        database: settings.database.clone(),
+        amqp: settings.amqp.clone(),
+        http: HttpSettings { addr: args.normalizer_addr },
+        telemetry: settings.telemetry.clone(),
+        worker: settings.worker.clone(),
+    };
+    let normalizer = muster_normalizer::worker(&normalizer_settings, pool.clone());
+    let normalizer_listener = TcpListener::bind(args.normalizer_addr)
+        .await
+        .with_context(|| format!("binding the normalizer's health listener on {}", args.normalizer_addr))?;
+    tracing::info!(ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, relay = %args.relay_addr, normalizer = %args.normalizer_addr, "muster is up");
 
     // If one service fails, stop the others rather than run half a system.
     let stop_all = |result: anyhow::Result<()>, shutdown: &tokio_util::sync::CancellationToken| {
@@ -44,13 +55,16 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
         }
         result
     };
-    let (a, b, c, d) = tokio::join!(
+    let (a, b, c, d, e) = tokio::join!(
         async { stop_all(ingress.run(shutdown.clone()).await, &shutdown) },
         async { stop_all(admin.run(shutdown.clone()).await, &shutdown) },
         async { stop_all(relay.run(shutdown.clone()).await, &shutdown) },
         async { stop_all(muster_infra::http::serve(relay_listener, relay_ops, shutdown.clone()).await, &shutdown) },
+        async {
+            stop_all(normalizer.run_with_ops(pool.clone(), normalizer_listener, shutdown.clone()).await, &shutdown)
+        },
     );
-    a.and(b).and(c).and(d)
+    a.and(b).and(c).and(d).and(e)
 }
 
 /// Declares the exchanges and queues now if the broker answers; if not, the relay declares

@@ -67,17 +67,47 @@ pub fn hash_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// Creates a tenant. `primary_domain` must already be validated (`muster_domain`).
+/// Creates a tenant with its primary domain and default settings. `primary_domain` must
+/// already be validated (`muster_domain`).
 pub async fn create_tenant(conn: &mut PgConnection, name: &str, primary_domain: &str) -> sqlx::Result<Tenant> {
-    sqlx::query_as::<_, Tenant>(
+    let tenant = sqlx::query_as::<_, Tenant>(
         "insert into tenancy.tenants (id, name, primary_domain) values ($1, $2, $3)
          returning id, name, primary_domain, created_at",
     )
     .bind(Uuid::now_v7())
     .bind(name)
     .bind(primary_domain)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("insert into tenancy.tenant_domains (tenant_id, domain) values ($1, lower($2))")
+        .bind(tenant.id)
+        .bind(primary_domain)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("insert into tenancy.tenant_settings (tenant_id) values ($1)")
+        .bind(tenant.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(tenant)
+}
+
+/// A tenant's e-mail domains, primary first.
+pub async fn tenant_domains(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "select d.domain from tenancy.tenant_domains d join tenancy.tenants t on t.id = d.tenant_id
+         where d.tenant_id = $1 order by d.domain <> lower(t.primary_domain), d.domain",
+    )
+    .bind(tenant_id)
+    .fetch_all(executor)
     .await
+}
+
+/// A tenant's default time zone (IANA name).
+pub async fn default_timezone(executor: impl PgExecutor<'_>, tenant_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("select default_timezone from tenancy.tenant_settings where tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_optional(executor)
+        .await
 }
 
 /// Looks a tenant up.

@@ -1,0 +1,73 @@
+//! The normalizer: consumes `scim.user.*` and keeps each SCIM user's team member — imported,
+//! skipped with its reasons, deactivated or reactivated — under the business rules of
+//! `muster_domain::profile`, with a provisioning-log line for every change and a `member.*`
+//! event (through the outbox, in the same transaction) for the workers after it.
+
+pub mod member;
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use muster_contracts::EventEnvelope;
+use muster_contracts::topology::NORMALIZER;
+use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
+use muster_infra::worker::{Handler, ProcessError, Worker, WorkerSettings};
+use serde::Deserialize;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Defaults of the normalizer's health listener.
+pub const DEFAULTS: &str = r#"
+[http]
+addr = "0.0.0.0:8083"
+"#;
+
+/// The normalizer's settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub worker: WorkerSettings,
+}
+
+/// The worker's name in logs, metrics and the version table.
+pub const SERVICE: &str = "normalizer";
+
+/// The handler: one SCIM user event → the member's new state.
+#[derive(Clone)]
+pub struct Normalizer {
+    pool: PgPool,
+}
+
+impl Normalizer {
+    /// A normalizer writing through `pool`.
+    pub fn new(pool: PgPool) -> Normalizer {
+        Normalizer { pool }
+    }
+}
+
+impl Handler for Normalizer {
+    async fn handle(&self, event: &EventEnvelope) -> Result<(), ProcessError> {
+        let Ok(user) = uuid::Uuid::from_str(&event.entity_id) else {
+            return Err(ProcessError::Permanent(format!("entity id '{}' is not a SCIM user id", event.entity_id)));
+        };
+        member::apply(&self.pool, event, user).await
+    }
+}
+
+/// The worker with its handler, ready to run.
+pub fn worker(settings: &Settings, pool: PgPool) -> Worker<Normalizer> {
+    Worker::new(SERVICE, NORMALIZER, settings.amqp.clone(), settings.worker.clone(), Normalizer::new(pool))
+}
+
+/// Runs the normalizer and its health endpoints until `shutdown`.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = muster_infra::db::pool(&settings.database)?;
+    let listener = TcpListener::bind(settings.http.addr)
+        .await
+        .with_context(|| format!("binding the normalizer's health listener on {}", settings.http.addr))?;
+    worker(&settings, pool.clone()).run_with_ops(pool, listener, shutdown).await
+}

@@ -1,0 +1,14 @@
+use muster_infra::worker::WORKER_DEFAULTS;
+use muster_normalizer::{DEFAULTS, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = muster_infra::config::load_layers(&[DEFAULTS, WORKER_DEFAULTS])?;
+    let _telemetry = muster_infra::telemetry::init("normalizer", &settings.telemetry)?;
+    let shutdown = muster_infra::shutdown::on_signals();
+    if let Err(err) = muster_normalizer::run(settings, shutdown).await {
+        tracing::error!(error = format!("{err:#}"), "normalizer stopped");
+        return Err(err);
+    }
+    Ok(())
+}
