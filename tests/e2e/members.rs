@@ -17,6 +17,7 @@ struct System {
     app: TestApp,
     names: Names,
     probe: Probe,
+    admin: String,
 }
 
 impl System {
@@ -40,7 +41,30 @@ impl System {
         };
         let worker = muster_normalizer::worker(&settings, app.db.pool.clone());
         tokio::spawn(worker.run(app.shutdown_token()));
-        System { app, names, probe }
+        let admin_settings = muster_admin::Settings {
+            database: app.db.settings(),
+            amqp: settings.amqp.clone(),
+            http: HttpSettings { addr: "127.0.0.1:0".parse().unwrap() },
+            telemetry: test_telemetry(),
+        };
+        let admin = muster_admin::Admin::bind(&admin_settings, app.db.pool.clone()).await.unwrap();
+        let admin_url = format!("http://{}/api/v1", admin.local_addr().unwrap());
+        tokio::spawn(admin.run(app.shutdown_token()));
+        System { app, names, probe, admin: admin_url }
+    }
+
+    /// A GET on the admin API with the tenant's admin token.
+    async fn admin_get(&self, path: &str) -> Value {
+        let r = self
+            .app
+            .http
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(&self.app.tenant.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
     }
 
     /// (status, skip_reason, profile) of a member.
@@ -119,6 +143,10 @@ async fn a_skipped_member_is_imported_once_a_later_patch_fixes_it() {
     let (_, reason, _) = sys.until_status(&id, "skipped").await;
     assert!(reason.as_deref().is_some_and(|r| r.contains("'fabrikam.com'") && r.contains("contoso.com")), "{reason:?}");
     assert_eq!(sys.next_event().await, "member.skipped");
+    let log = sys.admin_get("/provisioning-log").await;
+    assert_eq!(log["entries"][0]["action"], "skipped");
+    assert!(log["entries"][0]["reason"].as_str().unwrap().contains("fabrikam.com"));
+    assert_eq!(sys.admin_get(&format!("/members/{id}")).await["skip_reason"], reason.unwrap().as_str());
 
     let fix =
         patch_body(json!([{"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "bob@contoso.com"}]));

@@ -4,7 +4,9 @@
 //! workers.
 
 pub mod dlq;
+pub mod members;
 pub mod problem;
+pub mod settings;
 
 use std::net::SocketAddr;
 
@@ -71,9 +73,7 @@ async fn get_tenant(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<Response, Problem> {
-    let Principal::TenantAdmin(tenant) = principal else {
-        return Err(Problem::not_found("an operator token belongs to no tenant"));
-    };
+    let tenant = members::tenant_of(principal)?;
     let found =
         tenancy::find_tenant(&state.pool, tenant).await?.ok_or_else(|| Problem::not_found("tenant not found"))?;
     Ok(Json(json!({
@@ -90,6 +90,10 @@ pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
     let state = AppState { pool: pool.clone(), amqp };
     let api = Router::new()
         .route("/tenant", get(get_tenant))
+        .route("/members", get(members::list))
+        .route("/members/{id}", get(members::get))
+        .route("/provisioning-log", get(members::provisioning_log))
+        .route("/settings", get(settings::get).put(settings::put))
         .route("/dlq", get(dlq::list))
         .route("/dlq/{queue}", get(dlq::show))
         .route("/dlq/{queue}/replay", post(dlq::replay))

@@ -40,6 +40,11 @@ impl AdminApp {
         (status, r.json().await.unwrap_or(Value::Null), ct)
     }
 
+    async fn put(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let r = self.http.put(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
         let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(&body).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
@@ -146,4 +151,47 @@ async fn dead_letters_through_the_admin_api_are_scoped_to_the_tenant_and_whole_f
     let (status, _, _) = app.get("/api/v1/tenant", &operator).await;
     assert_eq!(status, 404);
     probe.teardown(&names).await;
+}
+
+#[tokio::test]
+async fn settings_hold_the_company_domains_and_default_time_zone() {
+    let db = TestDb::create().await;
+    let tenant = db.create_tenant("Contoso", "contoso.com").await;
+    let app = AdminApp::start(&db, test_amqp(&broker_url())).await;
+    let (status, settings, _) = app.get("/api/v1/settings", &tenant.admin_token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        settings,
+        json!({"primary_domain": "contoso.com", "domains": ["contoso.com"], "default_timezone": "UTC"})
+    );
+
+    let (status, settings) = app
+        .put(
+            "/api/v1/settings",
+            &tenant.admin_token,
+            json!({"domains": ["contoso.com", "Contoso.DE"], "default_timezone": "europe/berlin"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{settings}");
+    assert_eq!(settings["domains"], json!(["contoso.com", "contoso.de"]));
+    assert_eq!(settings["default_timezone"], "Europe/Berlin");
+
+    for (body, field) in [
+        (json!({"default_timezone": "-05:00"}), "default_timezone"),
+        (json!({"domains": ["contoso.de"]}), "domains"),
+        (json!({"domains": ["not a domain"]}), "domains"),
+    ] {
+        let (status, problem) = app.put("/api/v1/settings", &tenant.admin_token, body).await;
+        assert_eq!(status, 422);
+        assert_eq!(problem["type"], "https://muster.example/problems/invalid-setting");
+        assert!(problem["detail"].as_str().unwrap().starts_with(field), "{problem}");
+    }
+    let (status, _) = app.put("/api/v1/settings", &tenant.admin_token, json!({"colour": "blue"})).await;
+    assert_eq!(status, 400, "unknown settings are refused");
+    let (_, unchanged, _) = app.get("/api/v1/settings", &tenant.admin_token).await;
+    assert_eq!(unchanged["domains"], json!(["contoso.com", "contoso.de"]));
+    let (status, members, _) = app.get("/api/v1/members?status=active", &tenant.admin_token).await;
+    assert_eq!((status, members["total"].clone()), (200, json!(0)));
+    let (status, _, _) = app.get("/api/v1/members?status=nonsense", &tenant.admin_token).await;
+    assert_eq!(status, 400);
 }
