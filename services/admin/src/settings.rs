@@ -16,8 +16,7 @@ use crate::problem::Problem;
 async fn current(state: &AppState, tenant: Uuid) -> Result<Response, Problem> {
     let found =
         tenancy::find_tenant(&state.pool, tenant).await?.ok_or_else(|| Problem::not_found("tenant not found"))?;
-    let domains = tenancy::tenant_domains(&state.pool, tenant).await?;
-    let timezone = tenancy::default_timezone(&state.pool, tenant).await?.unwrap_or_else(|| "UTC".into());
+    let (domains, timezone) = tenancy::company_settings(&state.pool, tenant).await?.unwrap_or_default();
     Ok(Json(json!({
         "primary_domain": found.primary_domain,
         "domains": domains,

@@ -30,6 +30,26 @@ struct Operand {
     case_exact: bool,
     /// For multi-valued attributes, where the comparison runs once per value.
     each: Each,
+    /// What kind of SQL value `sql` is, which decides the casts a comparison needs.
+    native: Native,
+}
+
+/// The SQL type of an operand's expression.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Native {
+    /// Text (a text column or a JSONB `->>` extraction): cast to the attribute's type.
+    Text,
+    /// A column that already has the attribute's type (timestamptz, boolean).
+    Typed,
+    /// The uuid primary key `r.id`: compared as a uuid so the index is used.
+    PrimaryKey,
+}
+
+impl Operand {
+    fn native(mut self, native: Native) -> Operand {
+        self.native = native;
+        self
+    }
 }
 
 /// How a multi-valued operand is iterated.
@@ -155,7 +175,8 @@ impl Compiler<'_> {
     }
 
     fn operand(&mut self, path: &AttrPath, scope: Scope<'_>) -> Result<Operand, ScimError> {
-        let simple = |sql: String, ty, case_exact| Operand { sql, ty, case_exact, each: Each::None };
+        let simple =
+            |sql: String, ty, case_exact| Operand { sql, ty, case_exact, each: Each::None, native: Native::Text };
         match scope {
             Scope::Membership { alias, column } => {
                 return match path.attr.to_ascii_lowercase().as_str() {
@@ -181,11 +202,13 @@ impl Compiler<'_> {
             let attr = path.attr.to_ascii_lowercase();
             let sub = path.sub.as_deref().map(str::to_ascii_lowercase);
             match (attr.as_str(), sub.as_deref(), self.rt.kind) {
-                ("id", None, _) => return Ok(simple("r.id".into(), AttrType::String, true)),
+                ("id", None, _) => return Ok(simple("r.id".into(), AttrType::String, true).native(Native::PrimaryKey)),
                 ("externalid", None, _) => return Ok(simple("r.external_id".into(), AttrType::String, true)),
-                ("meta", Some("created"), _) => return Ok(simple("r.created_at".into(), AttrType::DateTime, true)),
+                ("meta", Some("created"), _) => {
+                    return Ok(simple("r.created_at".into(), AttrType::DateTime, true).native(Native::Typed));
+                }
                 ("meta", Some("lastmodified"), _) => {
-                    return Ok(simple("r.updated_at".into(), AttrType::DateTime, true));
+                    return Ok(simple("r.updated_at".into(), AttrType::DateTime, true).native(Native::Typed));
                 }
                 ("meta", Some("resourcetype"), _) => {
                     return Ok(simple(format!("'{}'::text", self.rt.name), AttrType::String, true));
@@ -194,7 +217,9 @@ impl Compiler<'_> {
                 ("username", None, ResourceKind::User) => {
                     return Ok(simple("r.user_name".into(), AttrType::String, false));
                 }
-                ("active", None, ResourceKind::User) => return Ok(simple("r.active".into(), AttrType::Boolean, true)),
+                ("active", None, ResourceKind::User) => {
+                    return Ok(simple("r.active".into(), AttrType::Boolean, true).native(Native::Typed));
+                }
                 ("displayname", None, ResourceKind::Group) => {
                     return Ok(simple("r.display_name".into(), AttrType::String, false));
                 }
@@ -205,6 +230,7 @@ impl Compiler<'_> {
                         ty: AttrType::Reference,
                         case_exact: false,
                         each: Each::From(format!("jsonb_array_elements_text(r.resource -> 'schemas') as {alias}(v)")),
+                        native: Native::Text,
                     });
                 }
                 _ => {}
@@ -220,6 +246,7 @@ impl Compiler<'_> {
                     ty: AttrType::String,
                     case_exact: true,
                     each: Each::Membership(alias),
+                    native: Native::Text,
                 });
             }
         }
@@ -245,6 +272,7 @@ impl Compiler<'_> {
                 ty,
                 case_exact,
                 each: Each::From(format!("jsonb_array_elements(coalesce({json}, '[]'::jsonb)) as {alias}(v)")),
+                native: Native::Text,
             });
         }
         Ok(match target {
@@ -308,7 +336,9 @@ fn push_comparison(
     let sql = &operand.sql;
     let Some((op, value)) = comparison else {
         qb.push(match operand.ty {
-            AttrType::String | AttrType::Reference | AttrType::Binary | AttrType::DateTime if !sql.ends_with("_at") => {
+            AttrType::String | AttrType::Reference | AttrType::Binary | AttrType::DateTime
+                if operand.native == Native::Text =>
+            {
                 format!("({sql} is not null and {sql}::text <> '')")
             }
             _ => format!("({sql} is not null)"),
@@ -333,7 +363,7 @@ fn push_comparison(
             let Value::Bool(b) = value else {
                 return Err(ScimError::invalid_filter("a boolean attribute is compared with true or false"));
             };
-            let lhs = if sql == "r.active" { sql.clone() } else { format!("({sql})::boolean") };
+            let lhs = if operand.native == Native::Typed { sql.clone() } else { format!("({sql})::boolean") };
             match op {
                 CompareOp::Eq => qb.push(format!("({lhs} = ")).push_bind(*b).push(")"),
                 CompareOp::Ne => qb.push(format!("({lhs} is distinct from ")).push_bind(*b).push(")"),
@@ -356,14 +386,14 @@ fn push_comparison(
             }
             let sym =
                 ordering_symbol(op).ok_or_else(|| ScimError::invalid_filter("dateTimes take eq ne gt ge lt le"))?;
-            let lhs = if sql.ends_with("_at") { sql.clone() } else { format!("({sql})::timestamptz") };
+            let lhs = if operand.native == Native::Typed { sql.clone() } else { format!("({sql})::timestamptz") };
             qb.push(format!("({lhs} {sym} ")).push_bind(s.clone()).push("::timestamptz)");
         }
         AttrType::String | AttrType::Reference | AttrType::Binary | AttrType::Complex => {
             let Value::String(s) = value else {
                 return Err(ScimError::invalid_filter("a string attribute is compared with a quoted string"));
             };
-            if sql == "r.id" {
+            if operand.native == Native::PrimaryKey {
                 // The primary key: an id that is not a UUID matches nothing.
                 match (op, Uuid::parse_str(s)) {
                     (CompareOp::Eq, Ok(id)) => qb.push("(r.id = ").push_bind(id).push(")"),

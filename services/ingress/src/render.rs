@@ -26,7 +26,7 @@ pub fn render(rt: &ResourceType, row: &ResourceRow, base: &str, related: Option<
     let mut doc = row.resource.clone();
     if let Some(map) = doc.as_object_mut() {
         map.insert("id".into(), json!(row.id.to_string()));
-        let attr = if rt.endpoint == "/Groups" { "members" } else { "groups" };
+        let attr = crate::routes::related_attribute(rt);
         if let Some(Value::Array(items)) = related
             && !items.is_empty()
         {

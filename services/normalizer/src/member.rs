@@ -66,11 +66,10 @@ pub fn profile_json(p: &Profile) -> Value {
 }
 
 async fn rules(conn: &mut PgConnection, tenant: Uuid) -> Result<CompanyRules, ProcessError> {
-    let domains = muster_infra::tenancy::tenant_domains(&mut *conn, tenant).await?;
-    let default = muster_infra::tenancy::default_timezone(&mut *conn, tenant).await?;
+    let (domains, default) = muster_infra::tenancy::company_settings(&mut *conn, tenant).await?.unwrap_or_default();
     Ok(CompanyRules {
         domains: domains.iter().filter_map(|d| CompanyDomain::parse(d).ok()).collect(),
-        default_timezone: default.as_deref().and_then(|d| d.parse::<Tz>().ok()).unwrap_or(Tz::UTC),
+        default_timezone: default.parse::<Tz>().unwrap_or(Tz::UTC),
     })
 }
 

@@ -264,7 +264,8 @@ impl Relay {
         }
         tx.commit().await?;
         let now = Utc::now();
-        for row in rows.iter().filter(|r| published.contains(&r.id)) {
+        let published_ids: std::collections::HashSet<i64> = published.iter().copied().collect();
+        for row in rows.iter().filter(|r| published_ids.contains(&r.id)) {
             let lag = (now - row.created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::histogram!("relay_event_lag_seconds").record(lag);
         }
