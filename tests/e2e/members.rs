@@ -76,6 +76,20 @@ impl System {
             .unwrap()
     }
 
+    /// A write on the admin API with the tenant's admin token: (status, body).
+    async fn admin_send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .app
+            .http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(&self.app.tenant.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
     async fn until_status(&self, id: &str, status: &str) -> (String, Option<String>, Value) {
         eventually(WAIT, &format!("member {id} {status}"), || async { self.member(id).await.filter(|m| m.0 == status) })
             .await
@@ -194,5 +208,138 @@ async fn deactivation_reactivation_and_delete_keep_the_member() {
         .await
         .unwrap();
     assert_eq!(log, ["imported", "deactivated", "reactivated", "updated", "deactivated"]);
+    sys.stop().await;
+}
+
+#[tokio::test]
+async fn an_admin_sets_fields_entra_left_empty_once_and_entra_fields_stay_locked() {
+    let mut sys = System::start().await;
+    let mut user = entra_user("dee@contoso.com", "dee@contoso.com");
+    user["name"] = json!({"givenName": "Dee"});
+    user.as_object_mut().unwrap().remove("title");
+    let id = sys.app.scim().post("/Users", &user).await.body["id"].as_str().unwrap().to_string();
+    let (_, reason, _) = sys.until_status(&id, "skipped").await;
+    assert!(reason.unwrap().contains("name.familyName"));
+    assert_eq!(sys.next_event().await, "member.skipped");
+    let member = format!("/members/{id}");
+    let view = sys.admin_get(&member).await;
+    assert_eq!(view["provenance"]["family_name"], "empty");
+    assert_eq!(view["provenance"]["given_name"], "entra");
+
+    // The admin fixes the skip: the member is imported at once, with the edit in the log.
+    let (status, view) =
+        sys.admin_send(reqwest::Method::PATCH, &member, json!({"family_name": "Doe", "title": "Designer"})).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!((view["status"].as_str(), view["family_name"].as_str()), (Some("active"), Some("Doe")));
+    assert_eq!(
+        (view["provenance"]["family_name"].as_str(), view["title"].as_str()),
+        (Some("manual"), Some("Designer"))
+    );
+    assert_eq!(sys.next_event().await, "member.imported");
+    let log = sys.admin_get(&format!("/provisioning-log?scim_user_id={id}")).await;
+    assert_eq!(log["entries"][0]["action"], "imported");
+    assert!(log["entries"][0]["reason"].as_str().unwrap().contains("family_name = 'Doe'"), "{log}");
+
+    // Set once, then locked; Entra's fields never; every refusal says why, nothing is applied.
+    let (status, problem) = sys
+        .admin_send(
+            reqwest::Method::PATCH,
+            &member,
+            json!({"title": "Lead", "given_name": "D", "timezone": "Europe/Paris"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "https://muster.example/problems/field-locked");
+    let reasons: Vec<(String, String)> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap().to_string(), e["reason"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{problem}");
+    assert!(reasons.iter().any(|(f, r)| f == "title" && r.contains("already set manually")));
+    assert!(reasons.iter().any(|(f, r)| f == "given_name" && r.contains("Entra ID") && r.contains("name.givenName")));
+    let unchanged = sys.admin_get(&member).await;
+    assert_eq!(unchanged["timezone"], "America/New_York", "all or nothing");
+    assert_eq!(unchanged["provenance"]["timezone"], "empty");
+    let (status, problem) = sys.admin_send(reqwest::Method::PATCH, &member, json!({"timezone": "-05:00"})).await;
+    assert_eq!((status, problem["type"].as_str()), (422, Some("https://muster.example/problems/invalid-field")));
+    let (status, problem) = sys.admin_send(reqwest::Method::PATCH, &member, json!({"manager": "x"})).await;
+    assert_eq!(status, 422, "{problem}");
+
+    // Entra sends a title later: Entra's value wins and the field is Entra's from then on.
+    let set_title = patch_body(json!([{"op": "Add", "path": "title", "value": "Head of Design"}]));
+    assert_eq!(sys.app.scim().patch(&format!("/Users/{id}"), &set_title).await.status, 200);
+    eventually(WAIT, "Entra's title", || async { sys.member(&id).await.filter(|m| m.2["title"] == "Head of Design") })
+        .await;
+    let view = sys.admin_get(&member).await;
+    assert_eq!((view["provenance"]["title"].as_str(), view["family_name"].as_str()), (Some("entra"), Some("Doe")));
+    assert_eq!(sys.next_event().await, "member.updated");
+    sys.stop().await;
+}
+
+#[tokio::test]
+async fn company_settings_changes_re_evaluate_the_members_they_affect() {
+    let mut sys = System::start().await;
+    let scim = sys.app.scim();
+    let foreign = scim.post("/Users", &entra_user("eve@fabrikam.com", "eve@fabrikam.com")).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut nowhere = entra_user("fay@contoso.com", "fay@contoso.com");
+    nowhere["addresses"] = json!([{"type": "work", "country": "United States"}]);
+    let nowhere = scim.post("/Users", &nowhere).await.body["id"].as_str().unwrap().to_string();
+    let placed = scim.post("/Users", &entra_user("gus@contoso.com", "gus@contoso.com")).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sys.until_status(&foreign, "skipped").await;
+    let (_, _, profile) = sys.until_status(&nowhere, "active").await;
+    assert_eq!(
+        (profile["timezone"].as_str(), profile["timezone_source"].as_str()),
+        (Some("UTC"), Some("company_default"))
+    );
+    sys.until_status(&placed, "active").await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(sys.next_event().await);
+    }
+
+    let change = json!({"domains": ["contoso.com", "fabrikam.com"], "default_timezone": "America/Chicago"});
+    let (status, settings) = sys.admin_send(reqwest::Method::PUT, "/settings", change).await;
+    assert_eq!(status, 200, "{settings}");
+    sys.until_status(&foreign, "active").await;
+    eventually(WAIT, "the new default time zone", || async {
+        sys.member(&nowhere).await.filter(|m| m.2["timezone"] == "America/Chicago")
+    })
+    .await;
+    let mut after = vec![sys.next_event().await, sys.next_event().await];
+    after.sort();
+    assert_eq!(after, ["member.imported", "member.updated"]);
+    assert_eq!(sys.member(&placed).await.unwrap().2["timezone"], "America/New_York", "its state decides");
+    let log = sys.admin_get(&format!("/provisioning-log?scim_user_id={foreign}")).await;
+    assert_eq!(log["entries"][0]["reason"], "company settings changed");
+
+    // Removing the domain again skips its members, with the reason.
+    let (status, _) = sys.admin_send(reqwest::Method::PUT, "/settings", json!({"domains": ["contoso.com"]})).await;
+    assert_eq!(status, 200);
+    let (_, reason, _) = sys.until_status(&foreign, "skipped").await;
+    assert!(reason.unwrap().contains("fabrikam.com"));
+    sys.stop().await;
+}
+
+#[tokio::test]
+async fn with_provisioning_turned_off_the_scim_api_answers_403() {
+    let sys = System::start().await;
+    let (status, _) = sys.admin_send(reqwest::Method::PUT, "/settings", json!({"provisioning_enabled": false})).await;
+    assert_eq!(status, 200);
+    let refused = sys.app.scim().post("/Users", &entra_user("hal@contoso.com", "hal@contoso.com")).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body["detail"].as_str().unwrap().contains("provisioning is turned off"), "{}", refused.body);
+    assert_eq!(refused.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    let (status, _) = sys.admin_send(reqwest::Method::PUT, "/settings", json!({"provisioning_enabled": true})).await;
+    assert_eq!(status, 200);
+    let accepted = sys.app.scim().post("/Users", &entra_user("hal@contoso.com", "hal@contoso.com")).await;
+    assert_eq!(accepted.status, 201);
     sys.stop().await;
 }

@@ -76,8 +76,9 @@ pub async fn show(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(queue): Path<String>,
-    Query(params): Query<ShowParams>,
+    params: Result<Query<ShowParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
+    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
     let names = Names::new(state.amqp.prefix.clone());
     let dlq_name = resolve(&names, &queue)?;
     let limit = params.limit.unwrap_or(50).clamp(1, 1000);
@@ -124,7 +125,7 @@ async fn action(
     body: Result<Json<ActBody>, axum::extract::rejection::JsonRejection>,
     needs_confirm: bool,
 ) -> Result<Action, Problem> {
-    let Json(body) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Json(body) = body.map_err(Problem::bad_body)?;
     if needs_confirm && !body.confirm {
         return Err(Problem::bad_request("purge discards messages for good; send \"confirm\": true"));
     }

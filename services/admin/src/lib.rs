@@ -1,7 +1,7 @@
 //! The admin service: the company's REST API at `/api/v1`, authenticated by a tenant's admin
 //! token (or, for dead-letter queues, an operator token). Errors are RFC 9457 problem
-//! documents. Members, settings, assignments and the provisioning log arrive with their
-//! workers.
+//! documents with stable types (`problem::PROBLEM_TYPES`); the API is described by the
+//! OpenAPI document served at `/api/v1/openapi.json`.
 
 pub mod dlq;
 pub mod members;
@@ -85,13 +85,22 @@ async fn get_tenant(
     .into_response())
 }
 
+/// The OpenAPI 3.1 document of this API (hand-written next to the code; a test checks it
+/// against the router and the problem types).
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+/// `GET /api/v1/openapi.json`, without authentication.
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 /// The admin router: `/api/v1/…` plus `/healthz`, `/readyz`, `/metrics`.
 pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
     let state = AppState { pool: pool.clone(), amqp };
     let api = Router::new()
         .route("/tenant", get(get_tenant))
         .route("/members", get(members::list))
-        .route("/members/{id}", get(members::get))
+        .route("/members/{id}", get(members::get).patch(members::patch))
         .route("/provisioning-log", get(members::provisioning_log))
         .route("/settings", get(settings::get).put(settings::put))
         .route("/dlq", get(dlq::list))
@@ -99,7 +108,9 @@ pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
         .route("/dlq/{queue}/replay", post(dlq::replay))
         .route("/dlq/{queue}/purge", post(dlq::purge))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { Problem::not_found("no such admin endpoint").into_response() })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed().into_response() })
         .with_state(state);
     Router::new()
         .nest("/api/v1", api)

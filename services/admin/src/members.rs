@@ -1,11 +1,14 @@
 //! `/api/v1/members…` and `/api/v1/provisioning-log`: what the normalizer made of each SCIM
 //! user, for the tenant's admin.
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use muster_domain::provenance::{EditRefused, Field, FieldValues};
 use muster_infra::tenancy::Principal;
+use muster_members::ManualEdit;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -67,9 +70,10 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(params): Query<ListParams>,
+    params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
+    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
     if let Some(s) = &params.status
         && !["active", "deactivated", "skipped"].contains(&s.as_str())
     {
@@ -98,6 +102,20 @@ pub async fn list(
     Ok(Json(json!({"total": total, "limit": limit, "offset": offset, "members": members})).into_response())
 }
 
+async fn load(state: &AppState, tenant: Uuid, user: Uuid) -> Result<Option<MemberRow>, Problem> {
+    Ok(sqlx::query_as::<_, MemberRow>(&format!(
+        "select {COLUMNS} from members.members where tenant_id = $1 and scim_user_id = $2"
+    ))
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
+fn no_member(id: &str) -> Problem {
+    Problem::not_found(format!("no member with SCIM id {id}"))
+}
+
 /// `GET /api/v1/members/{scim_user_id}`.
 pub async fn get(
     State(state): State<AppState>,
@@ -105,17 +123,78 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
-    let missing = || Problem::not_found(format!("no member with SCIM id {id}"));
-    let user = Uuid::parse_str(&id).map_err(|_| missing())?;
-    let row = sqlx::query_as::<_, MemberRow>(&format!(
-        "select {COLUMNS} from members.members where tenant_id = $1 and scim_user_id = $2"
-    ))
-    .bind(tenant)
-    .bind(user)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or_else(missing)?;
+    let user = Uuid::parse_str(&id).map_err(|_| no_member(&id))?;
+    let row = load(&state, tenant, user).await?.ok_or_else(|| no_member(&id))?;
     Ok(Json(member_json(row)).into_response())
+}
+
+/// `PATCH /api/v1/members/{scim_user_id}` with `{"title": "…", "country": "…"}`: sets fields
+/// Entra ID left empty, each once (provenance). All or nothing; every refusal is listed in
+/// the problem's `errors` with its reason.
+pub async fn patch(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let tenant = tenant_of(principal)?;
+    let user = Uuid::parse_str(&id).map_err(|_| no_member(&id))?;
+    let Json(body) = body.map_err(Problem::bad_body)?;
+    let edits = parse_edits(&body)?;
+    let mut tx = state.pool.begin().await?;
+    let outcome = muster_members::edit_manual(&mut tx, tenant, user, &edits).await?;
+    match outcome {
+        ManualEdit::NotFound => return Err(no_member(&id)),
+        ManualEdit::Gone => {
+            return Err(Problem::member_gone(format!(
+                "the SCIM user {id} was deleted; the member is kept for history and cannot be edited"
+            )));
+        }
+        ManualEdit::Refused(refusals) => return Err(refused(&refusals)),
+        ManualEdit::Applied(change) => {
+            tx.commit().await?;
+            tracing::info!(tenant_id = %tenant, scim_user_id = %user, change = ?change.map(|c| c.action),
+                "member fields set manually");
+        }
+    }
+    let row = load(&state, tenant, user).await?.ok_or_else(|| no_member(&id))?;
+    Ok(Json(member_json(row)).into_response())
+}
+
+/// The edits of a PATCH body: an object of field name → non-blank string.
+fn parse_edits(body: &Value) -> Result<FieldValues, Problem> {
+    let Some(object) = body.as_object().filter(|o| !o.is_empty()) else {
+        return Err(Problem::bad_request("the body must be a non-empty JSON object of field names to values"));
+    };
+    let mut edits = FieldValues::default();
+    let mut errors = Vec::new();
+    for (name, value) in object {
+        match (Field::parse(name), value.as_str().map(str::trim)) {
+            (None, _) => errors.push(json!({"field": name, "reason": format!(
+                "unknown field; settable fields are {}", Field::ALL.map(Field::name).join(", "))})),
+            (Some(_), None | Some("")) => {
+                errors.push(json!({"field": name, "reason": "the value must be a non-blank string"}));
+            }
+            (Some(field), Some(text)) => edits.set(field, text),
+        }
+    }
+    if errors.is_empty() {
+        Ok(edits)
+    } else {
+        Err(Problem::invalid_field("the body names unknown fields or carries values that are not text", json!(errors)))
+    }
+}
+
+/// The problem for a refused edit: 409 when a field is locked, 422 when only values are wrong.
+fn refused(refusals: &[EditRefused]) -> Problem {
+    let errors: Vec<Value> =
+        refusals.iter().map(|r| json!({"field": r.field().name(), "reason": r.to_string()})).collect();
+    let detail = refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    if refusals.iter().any(|r| !matches!(r, EditRefused::Invalid(..))) {
+        Problem::field_locked(detail, json!(errors))
+    } else {
+        Problem::invalid_field(detail, json!(errors))
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -139,9 +218,10 @@ pub struct LogParams {
 pub async fn provisioning_log(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(params): Query<LogParams>,
+    params: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
+    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let rows: Vec<LogRow> = sqlx::query_as(
         "select id, scim_user_id, action, detail, created_at from members.provisioning_log

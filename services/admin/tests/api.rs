@@ -162,7 +162,9 @@ async fn settings_hold_the_company_domains_and_default_time_zone() {
     assert_eq!(status, 200);
     assert_eq!(
         settings,
-        json!({"primary_domain": "contoso.com", "domains": ["contoso.com"], "default_timezone": "UTC"})
+        json!({"primary_domain": "contoso.com", "domains": ["contoso.com"], "default_timezone": "UTC",
+               "provisioning_enabled": true, "provisioning_source": "azure", "notify_managers_on_import": false,
+               "managers_toggle_data_capture": false, "version": 1})
     );
 
     let (status, settings) = app
@@ -175,23 +177,91 @@ async fn settings_hold_the_company_domains_and_default_time_zone() {
     assert_eq!(status, 200, "{settings}");
     assert_eq!(settings["domains"], json!(["contoso.com", "contoso.de"]));
     assert_eq!(settings["default_timezone"], "Europe/Berlin");
+    let events: Vec<(String, String, i64)> =
+        sqlx::query_as("select routing_key, entity_id, version from scim.outbox where tenant_id = $1")
+            .bind(tenant.id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(events, vec![("tenant.settings_changed".to_string(), tenant.id.to_string(), 2)]);
+    let (_, flags) = app.put("/api/v1/settings", &tenant.admin_token, json!({"notify_managers_on_import": true})).await;
+    assert_eq!((flags["notify_managers_on_import"].clone(), flags["version"].clone()), (json!(true), json!(3)));
+    let outbox: i64 = sqlx::query_scalar("select count(*) from scim.outbox where tenant_id = $1")
+        .bind(tenant.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 1, "a flag that changes no member's outcome re-evaluates nobody");
 
     for (body, field) in [
         (json!({"default_timezone": "-05:00"}), "default_timezone"),
         (json!({"domains": ["contoso.de"]}), "domains"),
         (json!({"domains": ["not a domain"]}), "domains"),
+        (json!({"provisioning_source": "okta"}), "provisioning_source"),
     ] {
         let (status, problem) = app.put("/api/v1/settings", &tenant.admin_token, body).await;
         assert_eq!(status, 422);
         assert_eq!(problem["type"], "https://muster.example/problems/invalid-setting");
         assert!(problem["detail"].as_str().unwrap().starts_with(field), "{problem}");
     }
-    let (status, _) = app.put("/api/v1/settings", &tenant.admin_token, json!({"colour": "blue"})).await;
+    let (status, problem) = app.put("/api/v1/settings", &tenant.admin_token, json!({"colour": "blue"})).await;
     assert_eq!(status, 400, "unknown settings are refused");
+    assert_eq!(problem["type"], "https://muster.example/problems/bad-request");
     let (_, unchanged, _) = app.get("/api/v1/settings", &tenant.admin_token).await;
     assert_eq!(unchanged["domains"], json!(["contoso.com", "contoso.de"]));
     let (status, members, _) = app.get("/api/v1/members?status=active", &tenant.admin_token).await;
     assert_eq!((status, members["total"].clone()), (200, json!(0)));
     let (status, _, _) = app.get("/api/v1/members?status=nonsense", &tenant.admin_token).await;
     assert_eq!(status, 400);
+    let (status, problem, content_type) = app.get("/api/v1/members?limit=many", &tenant.admin_token).await;
+    assert_eq!((status, content_type.as_str()), (400, "application/problem+json"));
+    assert_eq!(problem["type"], "https://muster.example/problems/bad-request");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_every_error_has_a_stable_type() {
+    let db = TestDb::create().await;
+    let tenant = db.create_tenant("Contoso", "contoso.com").await;
+    let app = AdminApp::start(&db, test_amqp(&broker_url())).await;
+    let served = app.http.get(format!("{}/api/v1/openapi.json", app.base)).send().await.unwrap();
+    assert_eq!(served.status(), 200, "served without a token");
+    let doc: Value = served.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let problem_doc = doc["components"]["schemas"]["Problem"]["description"].as_str().unwrap();
+    for (slug, _, _) in muster_admin::problem::PROBLEM_TYPES {
+        assert!(problem_doc.contains(&format!("`{slug}`")), "problem type {slug} is not documented");
+    }
+    // Every documented operation is routed: it never lands on the router's fallbacks.
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 10, "{:?}", paths.keys());
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string()).replace("{queue}", "nonexistent");
+        for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
+            let url = format!("{}/api/v1{concrete}", app.base);
+            let request = match method.as_str() {
+                "get" => app.http.get(&url),
+                "put" => app.http.put(&url).json(&json!({})),
+                "patch" => app.http.patch(&url).json(&json!({"title": "x"})),
+                "post" => app.http.post(&url).json(&json!({"all": true})),
+                other => panic!("undocumented method {other}"),
+            };
+            let r = request.bearer_auth(&tenant.admin_token).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            assert_ne!(status, 405, "{method} {path}");
+            assert!(body["detail"] != "no such admin endpoint", "{method} {path} is not routed");
+            if status >= 400 {
+                let slug = body["type"].as_str().unwrap().trim_start_matches(muster_admin::problem::PROBLEM_BASE);
+                assert!(
+                    muster_admin::problem::PROBLEM_TYPES.iter().any(|(s, code, _)| *s == slug && *code == status),
+                    "{method} {path}: {body}"
+                );
+            }
+        }
+    }
+    let r = app.http.delete(format!("{}/api/v1/settings", app.base)).bearer_auth(&tenant.admin_token).send().await;
+    let r = r.unwrap();
+    assert_eq!(r.status(), 405);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "https://muster.example/problems/method-not-allowed");
 }

@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use muster_infra::tenancy::{self, TokenKind};
+use muster_infra::tenancy;
 use muster_scim::ScimError;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -26,8 +26,14 @@ pub async fn require_tenant(State(state): State<AppState>, mut req: Request, nex
     let Some(token) = muster_infra::http::bearer_token(req.headers()).map(str::to_string) else {
         return ApiError(ScimError::unauthorized("an Authorization: Bearer token is required")).into_response();
     };
-    let tenant = match tenancy::authenticate(&state.pool, TokenKind::Scim, &token).await {
-        Ok(Some(tenant)) => tenant,
+    let tenant = match tenancy::authenticate_scim(&state.pool, &token).await {
+        Ok(Some((tenant, true))) => tenant,
+        Ok(Some((_, false))) => {
+            return ApiError(ScimError::forbidden(
+                "provisioning is turned off for this company in Muster (admin API: PUT /api/v1/settings)",
+            ))
+            .into_response();
+        }
         Ok(None) => return ApiError(ScimError::unauthorized("the bearer token is not valid")).into_response(),
         Err(err) => return ApiError::from(err).into_response(),
     };

@@ -1,11 +1,9 @@
-//! The normalizer: consumes `scim.user.*` and keeps each SCIM user's team member — imported,
+//! The normalizer: consumes `scim.user.*` (and `tenant.settings_changed`) and keeps each SCIM user's team member — imported,
 //! skipped with its reasons, deactivated or reactivated — under the business rules of
-//! `muster_domain::profile`, with a provisioning-log line for every change and a `member.*`
+//! `muster_domain::profile` (through `muster_members`), with a provisioning-log line for every change and a `member.*`
 //! event (through the outbox, in the same transaction) for the workers after it.
 
 pub mod member;
-
-use std::str::FromStr;
 
 use anyhow::Context;
 use muster_contracts::EventEnvelope;
@@ -51,10 +49,7 @@ impl Normalizer {
 
 impl Handler for Normalizer {
     async fn handle(&self, event: &EventEnvelope) -> Result<(), ProcessError> {
-        let Ok(user) = uuid::Uuid::from_str(&event.entity_id) else {
-            return Err(ProcessError::Permanent(format!("entity id '{}' is not a SCIM user id", event.entity_id)));
-        };
-        member::apply(&self.pool, event, user).await
+        member::handle(&self.pool, event).await
     }
 }
 

@@ -36,11 +36,14 @@ pub enum EventKind {
     MemberPlaced,
     #[serde(rename = "member.assignment_applied")]
     MemberAssignmentApplied,
+    /// The company's settings (domains, default time zone…) changed; `entity_id` is the tenant.
+    #[serde(rename = "tenant.settings_changed")]
+    TenantSettingsChanged,
 }
 
 impl EventKind {
     /// Every kind, for tables and exhaustive tests.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::ScimUserUpserted,
         EventKind::ScimUserDeleted,
         EventKind::ScimGroupUpserted,
@@ -53,6 +56,7 @@ impl EventKind {
         EventKind::MemberSkipped,
         EventKind::MemberPlaced,
         EventKind::MemberAssignmentApplied,
+        EventKind::TenantSettingsChanged,
     ];
 
     /// The routing key the event is published with.
@@ -70,6 +74,7 @@ impl EventKind {
             EventKind::MemberSkipped => "member.skipped",
             EventKind::MemberPlaced => "member.placed",
             EventKind::MemberAssignmentApplied => "member.assignment_applied",
+            EventKind::TenantSettingsChanged => "tenant.settings_changed",
         }
     }
 

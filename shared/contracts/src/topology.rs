@@ -11,7 +11,8 @@ pub struct WorkerQueue {
 }
 
 /// The normalizer: SCIM users become team members.
-pub const NORMALIZER: WorkerQueue = WorkerQueue { name: "normalizer", bindings: &["scim.user.*"] };
+pub const NORMALIZER: WorkerQueue =
+    WorkerQueue { name: "normalizer", bindings: &["scim.user.*", "tenant.settings_changed"] };
 /// The hierarchy worker: member changes become manager links.
 pub const HIERARCHY: WorkerQueue = WorkerQueue {
     name: "hierarchy",

@@ -6,6 +6,7 @@ pub mod country;
 pub mod locale;
 pub mod phone;
 pub mod profile;
+pub mod provenance;
 pub mod timezone;
 
 pub use company_domain::{CompanyDomain, InvalidDomain};

@@ -11,10 +11,8 @@ use crate::company_domain::CompanyDomain;
 use crate::country::{normalize_country, normalize_subdivision};
 use crate::locale::resolve_locale;
 use crate::phone::normalize_phone;
+use crate::provenance::{ENTERPRISE, Field, FieldValues, MUSTER, Provenance, provenance};
 use crate::timezone::{TimezoneSource, effective_timezone, parse_timezone};
-
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-const MUSTER: &str = "urn:ietf:params:scim:schemas:extension:muster:2.0:User";
 
 /// What the company's rules need.
 #[derive(Debug, Clone)]
@@ -80,6 +78,10 @@ pub struct Profile {
     pub locale_invalid: Option<String>,
     /// SCIM `active` (true when absent).
     pub active: bool,
+    /// Where each field's value came from.
+    pub provenance: Vec<(Field, Provenance)>,
+    /// The values admins set manually (used only where Entra ID sends none).
+    pub manual: FieldValues,
 }
 
 /// Whether the member can be imported.
@@ -90,42 +92,17 @@ pub enum Verdict {
     Skip(Vec<String>),
 }
 
-fn text(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
-}
+/// Derives the profile and the verdict from a canonical SCIM user document and the values
+/// admins set manually where Entra ID sent none (see `provenance`).
+pub fn derive_profile(doc: &Value, manual: &FieldValues, rules: &CompanyRules) -> (Profile, Verdict) {
+    let entra = FieldValues::from_scim(doc);
+    let values = entra.or(manual);
+    let get = |field: Field| values.get(field).map(str::to_string);
 
-fn items<'a>(doc: &'a Value, attr: &str) -> impl Iterator<Item = &'a Value> {
-    doc.get(attr).and_then(Value::as_array).into_iter().flatten()
-}
-
-fn of_type<'a>(doc: &'a Value, attr: &str, kind: &str) -> Option<&'a Value> {
-    items(doc, attr).find(|i| i.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case(kind)))
-}
-
-/// Derives the profile and the verdict from a canonical SCIM user document.
-pub fn derive_profile(doc: &Value, rules: &CompanyRules) -> (Profile, Verdict) {
-    let name = doc.get("name");
-    let given_name = text(name.and_then(|n| n.get("givenName")));
-    let family_name = text(name.and_then(|n| n.get("familyName")));
-    let enterprise = doc.get(ENTERPRISE);
-    let muster = doc.get(MUSTER);
-
-    // Primary e-mail: the primary one, else the work one, else userName if it is an address.
-    let primary_email = items(doc, "emails")
-        .find(|e| e.get("primary") == Some(&Value::Bool(true)))
-        .or_else(|| of_type(doc, "emails", "work"))
-        .and_then(|e| text(e.get("value")))
-        .or_else(|| text(doc.get("userName")).filter(|u| u.contains('@')));
-    let secondary_email = of_type(doc, "emails", "other").and_then(|e| text(e.get("value")));
-    let private_email = of_type(doc, "emails", "home")
-        .and_then(|e| text(e.get("value")))
-        .or_else(|| text(muster.and_then(|m| m.get("privateEmail"))));
-
-    let work_address = of_type(doc, "addresses", "work");
-    let country_raw = text(work_address.and_then(|a| a.get("country")));
+    let country_raw = get(Field::Country);
     let country =
         Normalized { normalized: country_raw.as_deref().and_then(|c| normalize_country(c).ok()), raw: country_raw };
-    let state_raw = text(work_address.and_then(|a| a.get("region")));
+    let state_raw = get(Field::State);
     let state = Normalized {
         normalized: match (&country.normalized, &state_raw) {
             (Some(c), Some(s)) => normalize_subdivision(c, s).ok(),
@@ -134,8 +111,8 @@ pub fn derive_profile(doc: &Value, rules: &CompanyRules) -> (Profile, Verdict) {
         raw: state_raw,
     };
 
-    let phone_raw = of_type(doc, "phoneNumbers", "work").and_then(|p| text(p.get("value")));
-    let separate_extension = text(muster.and_then(|m| m.get("primaryPhoneExtension")));
+    let phone_raw = get(Field::Phone);
+    let separate_extension = get(Field::PhoneExtension);
     let phone = match &phone_raw {
         Some(raw) => match normalize_phone(raw, country.normalized.as_deref(), separate_extension.as_deref()) {
             Ok(p) => PhoneField { raw: phone_raw.clone(), e164: Some(p.e164), extension: p.extension },
@@ -144,7 +121,7 @@ pub fn derive_profile(doc: &Value, rules: &CompanyRules) -> (Profile, Verdict) {
         None => PhoneField { raw: None, e164: None, extension: separate_extension },
     };
 
-    let tz_raw = text(doc.get("timezone"));
+    let tz_raw = get(Field::Timezone);
     let tz_attribute = tz_raw.as_deref().and_then(|t| parse_timezone(t).ok());
     let timezone_attribute = Normalized { normalized: tz_attribute.map(|t| t.name().to_string()), raw: tz_raw };
     let (timezone, timezone_source) = effective_timezone(
@@ -154,22 +131,26 @@ pub fn derive_profile(doc: &Value, rules: &CompanyRules) -> (Profile, Verdict) {
         rules.default_timezone,
     );
 
-    let locale = resolve_locale(text(doc.get("locale")).or_else(|| text(doc.get("preferredLanguage"))).as_deref());
+    let locale = resolve_locale(values.get(Field::Locale));
+    let enterprise = doc.get(ENTERPRISE);
+    let muster = doc.get(MUSTER);
+    let text =
+        |v: Option<&Value>| v.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
 
     let profile = Profile {
-        display_name: text(doc.get("displayName")),
-        title: text(doc.get("title")),
+        given_name: get(Field::GivenName),
+        family_name: get(Field::FamilyName),
+        display_name: get(Field::DisplayName),
+        title: get(Field::Title),
+        primary_email: get(Field::PrimaryEmail),
+        secondary_email: get(Field::SecondaryEmail),
+        private_email: get(Field::PrivateEmail),
         manager: ManagerRef {
-            id: text(enterprise.and_then(|e| e.get("manager")).and_then(|m| m.get("value"))),
+            id: text(enterprise.and_then(|e| e.get("manager")).and_then(|m| m.get("value").or(Some(m)))),
             email: text(muster.and_then(|m| m.get("managerEmail"))),
             full_name: text(muster.and_then(|m| m.get("managerFullName"))),
         },
         active: doc.get("active").and_then(Value::as_bool).unwrap_or(true),
-        given_name,
-        family_name,
-        primary_email,
-        secondary_email,
-        private_email,
         phone,
         country,
         state,
@@ -178,6 +159,8 @@ pub fn derive_profile(doc: &Value, rules: &CompanyRules) -> (Profile, Verdict) {
         timezone_source,
         locale: locale.tag,
         locale_invalid: locale.invalid,
+        provenance: Field::ALL.into_iter().map(|f| (f, provenance(f, &entra, manual))).collect(),
+        manual: manual.clone(),
     };
     let verdict = verdict(&profile, rules);
     (profile, verdict)
@@ -219,6 +202,10 @@ mod tests {
         }
     }
 
+    fn derive_profile_entra(doc: &Value, rules: &CompanyRules) -> (Profile, Verdict) {
+        derive_profile(doc, &FieldValues::default(), rules)
+    }
+
     fn entra_user() -> Value {
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE, MUSTER],
@@ -242,7 +229,7 @@ mod tests {
 
     #[test]
     fn an_entra_user_maps_field_by_field_and_is_imported() {
-        let (p, verdict) = derive_profile(&entra_user(), &rules());
+        let (p, verdict) = derive_profile_entra(&entra_user(), &rules());
         assert_eq!(verdict, Verdict::Import);
         assert_eq!((p.given_name.as_deref(), p.family_name.as_deref()), (Some("Ann"), Some("Lee")));
         assert_eq!(p.primary_email.as_deref(), Some("Ann.Lee@Contoso.com"));
@@ -270,7 +257,7 @@ mod tests {
         let mut doc = entra_user();
         doc["name"] = json!({"givenName": "Ann"});
         doc["emails"] = json!([{"type": "work", "value": "ann@fabrikam.com"}]);
-        let (_, verdict) = derive_profile(&doc, &rules());
+        let (_, verdict) = derive_profile_entra(&doc, &rules());
         let Verdict::Skip(reasons) = verdict else { panic!("should be skipped") };
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         assert!(reasons[0].contains("name.familyName"));
@@ -279,7 +266,7 @@ mod tests {
         let mut no_email = entra_user();
         no_email.as_object_mut().unwrap().remove("emails");
         no_email["userName"] = json!("annlee");
-        let (_, verdict) = derive_profile(&no_email, &rules());
+        let (_, verdict) = derive_profile_entra(&no_email, &rules());
         assert!(matches!(verdict, Verdict::Skip(r) if r[0].contains("missing primary e-mail")));
     }
 
@@ -287,9 +274,9 @@ mod tests {
     fn primary_email_falls_back_to_work_then_user_name() {
         let mut doc = entra_user();
         doc["emails"] = json!([{"type": "work", "value": "work@contoso.com"}]);
-        assert_eq!(derive_profile(&doc, &rules()).0.primary_email.as_deref(), Some("work@contoso.com"));
+        assert_eq!(derive_profile_entra(&doc, &rules()).0.primary_email.as_deref(), Some("work@contoso.com"));
         doc.as_object_mut().unwrap().remove("emails");
-        assert_eq!(derive_profile(&doc, &rules()).0.primary_email.as_deref(), Some("ann.lee@contoso.com"));
+        assert_eq!(derive_profile_entra(&doc, &rules()).0.primary_email.as_deref(), Some("ann.lee@contoso.com"));
     }
 
     #[test]
@@ -299,7 +286,7 @@ mod tests {
         doc["addresses"] = json!([{"type": "work", "country": "Atlantis", "region": "Deep"}]);
         doc["timezone"] = json!("-05:00");
         doc["locale"] = json!("klingon please");
-        let (p, verdict) = derive_profile(&doc, &rules());
+        let (p, verdict) = derive_profile_entra(&doc, &rules());
         assert_eq!(verdict, Verdict::Import);
         assert_eq!(p.phone, PhoneField { raw: Some("call the front desk".into()), e164: None, extension: None });
         assert!(p.country.is_invalid() && p.state.is_invalid() && p.timezone_attribute.is_invalid());
@@ -311,10 +298,10 @@ mod tests {
     fn time_zone_attribute_wins_and_a_single_zone_country_follows() {
         let mut doc = entra_user();
         doc["timezone"] = json!("Asia/Tokyo");
-        assert_eq!(derive_profile(&doc, &rules()).0.timezone_source, TimezoneSource::Attribute);
+        assert_eq!(derive_profile_entra(&doc, &rules()).0.timezone_source, TimezoneSource::Attribute);
         doc.as_object_mut().unwrap().remove("timezone");
         doc["addresses"] = json!([{"type": "work", "country": "DEU"}]);
-        let (p, _) = derive_profile(&doc, &rules());
+        let (p, _) = derive_profile_entra(&doc, &rules());
         assert_eq!((p.timezone, p.timezone_source), (Tz::Europe__Berlin, TimezoneSource::Country));
     }
 
@@ -324,10 +311,39 @@ mod tests {
         doc["phoneNumbers"] = json!([{"type": "work", "value": "(865) 365-1900"}]);
         doc[MUSTER]["primaryPhoneExtension"] = json!("42");
         doc["active"] = json!(false);
-        let (p, verdict) = derive_profile(&doc, &rules());
+        let (p, verdict) = derive_profile_entra(&doc, &rules());
         assert_eq!(p.phone.extension.as_deref(), Some("42"));
         assert!(!p.active);
         assert_eq!(verdict, Verdict::Import, "deactivation is a lifecycle state, not a skip");
+    }
+
+    #[test]
+    fn manual_values_fill_what_entra_left_empty_and_entra_wins_later() {
+        let mut doc = entra_user();
+        doc["name"] = json!({"givenName": "Ann"});
+        doc.as_object_mut().unwrap().remove("title");
+        let mut manual = FieldValues::default();
+        manual.set(Field::FamilyName, "Lee");
+        manual.set(Field::Title, "Staff Engineer");
+        let (p, verdict) = derive_profile(&doc, &manual, &rules());
+        assert_eq!(verdict, Verdict::Import, "the manual last name fixes the skip");
+        assert_eq!((p.family_name.as_deref(), p.title.as_deref()), (Some("Lee"), Some("Staff Engineer")));
+        let source = |f: Field| p.provenance.iter().find(|(g, _)| *g == f).map(|(_, s)| *s);
+        assert_eq!(source(Field::FamilyName), Some(Provenance::Manual));
+        assert_eq!(source(Field::GivenName), Some(Provenance::Entra));
+        assert_eq!(source(Field::Timezone), Some(Provenance::Empty));
+
+        doc["title"] = json!("Principal Engineer");
+        let (p, _) = derive_profile(&doc, &manual, &rules());
+        assert_eq!(p.title.as_deref(), Some("Principal Engineer"));
+        assert!(p.provenance.contains(&(Field::Title, Provenance::Entra)));
+    }
+
+    #[test]
+    fn the_manager_id_may_be_a_bare_string() {
+        let mut doc = entra_user();
+        doc[ENTERPRISE]["manager"] = json!("m-2");
+        assert_eq!(derive_profile_entra(&doc, &rules()).0.manager.id.as_deref(), Some("m-2"));
     }
 
     proptest::proptest! {
@@ -335,7 +351,7 @@ mod tests {
         fn never_panics_on_arbitrary_strings(user in ".{0,40}", given in ".{0,20}", phone in ".{0,30}", country in ".{0,20}", tz in ".{0,20}") {
             let doc = json!({"userName": user, "name": {"givenName": given}, "phoneNumbers": [{"type": "work", "value": phone}],
                 "addresses": [{"type": "work", "country": country, "region": country}], "timezone": tz, "locale": tz});
-            let _ = derive_profile(&doc, &rules());
+            let _ = derive_profile_entra(&doc, &rules());
         }
     }
 }

@@ -192,14 +192,14 @@ pub async fn revoke_token(
     .await
 }
 
-/// The tenant a presented token belongs to, if it is a live tenant token of `kind`.
-pub async fn authenticate(executor: impl PgExecutor<'_>, kind: TokenKind, token: &str) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar::<_, Uuid>(
-        "select tenant_id from tenancy.api_tokens
-         where token_hash = $1 and kind = $2 and revoked_at is null and tenant_id is not null",
+/// The company a SCIM token belongs to, and whether it accepts provisioning now.
+pub async fn authenticate_scim(executor: impl PgExecutor<'_>, token: &str) -> sqlx::Result<Option<(Uuid, bool)>> {
+    sqlx::query_as(
+        "select t.tenant_id, coalesce(s.provisioning_enabled, true) from tenancy.api_tokens t
+         left join tenancy.tenant_settings s on s.tenant_id = t.tenant_id
+         where t.token_hash = $1 and t.kind = 'scim' and t.revoked_at is null and t.tenant_id is not null",
     )
     .bind(hash_token(token))
-    .bind(kind.as_str())
     .fetch_optional(executor)
     .await
 }

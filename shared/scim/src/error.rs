@@ -91,6 +91,10 @@ impl ScimError {
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(401, None, detail)
     }
+    /// 403: authenticated, but the company does not accept this request (provisioning off).
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(403, None, detail)
+    }
     /// 404: no such resource for this tenant.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(404, None, detail)

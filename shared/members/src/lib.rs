@@ -1,0 +1,318 @@
+//! The team-member store. A member is always recomputed from the truth — its SCIM user, the
+//! values admins set manually, the company's rules — never patched from an event's content
+//! (DESIGN.md, "Ordering and idempotency"). The normalizer recomputes on SCIM events and
+//! company-settings changes, the admin API after a manual edit; both go through `recompute`,
+//! which writes the provisioning log and the `member.*` event in the caller's transaction.
+
+use chrono_tz::Tz;
+use muster_contracts::{EventEnvelope, EventKind};
+use muster_domain::CompanyDomain;
+use muster_domain::profile::{CompanyRules, Profile, Verdict, derive_profile};
+use muster_domain::provenance::{EditRefused, FieldValues, plan_manual_edit};
+use serde_json::{Map, Value, json};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A member's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Deactivated,
+    Skipped,
+}
+
+impl Status {
+    /// The stored and shown form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Deactivated => "deactivated",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "active" => Status::Active,
+            "deactivated" => Status::Deactivated,
+            _ => Status::Skipped,
+        }
+    }
+}
+
+/// What changed for a member: the event emitted and the provisioning-log line written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub kind: EventKind,
+    /// The member's version after the change.
+    pub version: i64,
+    /// The provisioning log's `action`.
+    pub action: &'static str,
+    pub detail: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Stored {
+    status: String,
+    skip_reason: Option<String>,
+    profile: Value,
+    manual: Value,
+    imported_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The profile as stored and shown by the admin API: normalized values with the raw ones, and
+/// where each field came from.
+pub fn profile_json(p: &Profile) -> Value {
+    let provenance: Map<String, Value> =
+        p.provenance.iter().map(|(f, s)| (f.name().to_string(), Value::String(s.as_str().to_string()))).collect();
+    json!({
+        "given_name": p.given_name,
+        "family_name": p.family_name,
+        "display_name": p.display_name,
+        "title": p.title,
+        "emails": {"primary": p.primary_email, "secondary": p.secondary_email, "private": p.private_email},
+        "phone": {"raw": p.phone.raw, "e164": p.phone.e164, "extension": p.phone.extension,
+                  "invalid": p.phone.raw.is_some() && p.phone.e164.is_none()},
+        "manager_ref": {"id": p.manager.id, "email": p.manager.email, "full_name": p.manager.full_name},
+        "country": p.country.normalized, "country_raw": p.country.raw, "country_invalid": p.country.is_invalid(),
+        "state": p.state.normalized, "state_raw": p.state.raw, "state_invalid": p.state.is_invalid(),
+        "timezone": p.timezone.name(), "timezone_source": p.timezone_source.as_str(),
+        "timezone_raw": p.timezone_attribute.raw, "timezone_invalid": p.timezone_attribute.is_invalid(),
+        "locale": p.locale, "locale_invalid": p.locale_invalid,
+        "provenance": provenance,
+    })
+}
+
+/// The company's rules for the normalization: its domains and default time zone.
+pub async fn company_rules(conn: &mut PgConnection, tenant: Uuid) -> sqlx::Result<CompanyRules> {
+    let (domains, default) = muster_infra::tenancy::company_settings(&mut *conn, tenant).await?.unwrap_or_default();
+    Ok(CompanyRules {
+        domains: domains.iter().filter_map(|d| CompanyDomain::parse(d).ok()).collect(),
+        default_timezone: default.parse::<Tz>().unwrap_or(Tz::UTC),
+    })
+}
+
+/// Brings `user`'s member up to the current truth inside the caller's transaction; on a change,
+/// writes the provisioning log and appends the `member.*` event to the outbox. `note` explains
+/// a change whose outcome carries no reason of its own (e.g. "manual edit: title").
+pub async fn recompute(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+    note: Option<&str>,
+) -> sqlx::Result<Option<Change>> {
+    let scim: Option<Value> = sqlx::query_scalar("select resource from scim.users where tenant_id = $1 and id = $2")
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let stored: Option<Stored> = sqlx::query_as(
+        "select status, skip_reason, profile, manual, imported_at from members.members
+         where tenant_id = $1 and scim_user_id = $2 for update",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let change = match scim {
+        None => deleted(conn, tenant, user, stored).await?,
+        Some(doc) => {
+            let rules = company_rules(conn, tenant).await?;
+            upsert(conn, tenant, user, &doc, &rules, stored).await?
+        }
+    };
+    let Some(mut change) = change else { return Ok(None) };
+    if change.detail.is_none() {
+        change.detail = note.map(str::to_string);
+    }
+    sqlx::query(
+        "insert into members.provisioning_log (tenant_id, scim_user_id, action, detail) values ($1, $2, $3, $4)",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(change.action)
+    .bind(&change.detail)
+    .execute(&mut *conn)
+    .await?;
+    let envelope = EventEnvelope::new(tenant, change.kind, user.to_string(), change.version, chrono::Utc::now());
+    muster_infra::outbox::append(conn, &[envelope], &muster_infra::telemetry::current_traceparent()).await?;
+    metrics::counter!("members_changes_total", "event" => change.kind.routing_key()).increment(1);
+    tracing::info!(tenant_id = %tenant, scim_user_id = %user, event = change.kind.routing_key(),
+        detail = ?change.detail, "member changed");
+    Ok(Some(change))
+}
+
+async fn deleted(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+    stored: Option<Stored>,
+) -> sqlx::Result<Option<Change>> {
+    let Some(stored) = stored else { return Ok(None) };
+    if Status::parse(&stored.status) == Status::Deactivated {
+        return Ok(None);
+    }
+    let version: i64 = sqlx::query_scalar(
+        "update members.members set status = 'deactivated', deactivated_at = now(), version = version + 1, updated_at = now()
+         where tenant_id = $1 and scim_user_id = $2 returning version",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(Change {
+        kind: EventKind::MemberDeactivated,
+        version,
+        action: "deactivated",
+        detail: Some("the SCIM user was deleted".into()),
+    }))
+}
+
+async fn upsert(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+    doc: &Value,
+    rules: &CompanyRules,
+    stored: Option<Stored>,
+) -> sqlx::Result<Option<Change>> {
+    let manual = stored.as_ref().map(|s| FieldValues::from_json(&s.manual)).unwrap_or_default();
+    let (profile, verdict) = derive_profile(doc, &manual, rules);
+    let (status, skip_reason) = match &verdict {
+        Verdict::Skip(reasons) => (Status::Skipped, Some(reasons.join("; "))),
+        Verdict::Import if profile.active => (Status::Active, None),
+        Verdict::Import => (Status::Deactivated, None),
+    };
+    let profile_doc = profile_json(&profile);
+    let previous = stored.as_ref().map(|s| Status::parse(&s.status));
+    let was_imported = stored.as_ref().is_some_and(|s| s.imported_at.is_some());
+    let unchanged = stored
+        .as_ref()
+        .is_some_and(|s| s.profile == profile_doc && s.skip_reason == skip_reason && previous == Some(status));
+    if unchanged {
+        return Ok(None);
+    }
+    let (kind, action, detail) = match (previous, status) {
+        (_, Status::Skipped) => (EventKind::MemberSkipped, "skipped", skip_reason.clone()),
+        (Some(Status::Deactivated), Status::Active) if was_imported => {
+            (EventKind::MemberReactivated, "reactivated", None)
+        }
+        (_, Status::Active) if !was_imported => (EventKind::MemberImported, "imported", None),
+        (Some(Status::Active), Status::Deactivated) | (None | Some(Status::Skipped), Status::Deactivated) => {
+            (EventKind::MemberDeactivated, "deactivated", Some("active is false".into()))
+        }
+        _ => (EventKind::MemberUpdated, "updated", None),
+    };
+    let imported_now = status == Status::Active && !was_imported;
+    let version: i64 = sqlx::query_scalar(
+        "insert into members.members (tenant_id, scim_user_id, status, skip_reason, profile, primary_email,
+                                      manager_scim_id, manager_email, manager_full_name, imported_at, deactivated_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, case when $3 = 'deactivated' then now() end)
+         on conflict (tenant_id, scim_user_id) do update set
+             status = excluded.status, skip_reason = excluded.skip_reason, profile = excluded.profile,
+             primary_email = excluded.primary_email, manager_scim_id = excluded.manager_scim_id,
+             manager_email = excluded.manager_email, manager_full_name = excluded.manager_full_name,
+             imported_at = coalesce(members.members.imported_at, excluded.imported_at),
+             deactivated_at = case when excluded.status = 'deactivated'
+                                   then coalesce(members.members.deactivated_at, now()) end,
+             version = members.members.version + 1, updated_at = now()
+         returning version",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(status.as_str())
+    .bind(&skip_reason)
+    .bind(&profile_doc)
+    .bind(&profile.primary_email)
+    .bind(&profile.manager.id)
+    .bind(&profile.manager.email)
+    .bind(&profile.manager.full_name)
+    .bind(imported_now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some(Change { kind, version, action, detail }))
+}
+
+/// The outcome of a manual edit.
+#[derive(Debug)]
+pub enum ManualEdit {
+    /// No member with that id.
+    NotFound,
+    /// The SCIM user was deleted; the member is kept for history only.
+    Gone,
+    /// Refused as a whole, with every reason.
+    Refused(Vec<EditRefused>),
+    /// Stored; the member's change (none when the values changed nothing shown).
+    Applied(Option<Change>),
+}
+
+/// Sets manually the fields in `edits` that Entra ID left empty (each once), inside the
+/// caller's transaction, and recomputes the member.
+pub async fn edit_manual(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+    edits: &FieldValues,
+) -> sqlx::Result<ManualEdit> {
+    let manual: Option<Value> =
+        sqlx::query_scalar("select manual from members.members where tenant_id = $1 and scim_user_id = $2 for update")
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(manual) = manual else { return Ok(ManualEdit::NotFound) };
+    let doc: Option<Value> = sqlx::query_scalar("select resource from scim.users where tenant_id = $1 and id = $2")
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(doc) = doc else { return Ok(ManualEdit::Gone) };
+    let rules = company_rules(conn, tenant).await?;
+    let entra = FieldValues::from_scim(&doc);
+    let after = match plan_manual_edit(&entra, &FieldValues::from_json(&manual), edits, &rules) {
+        Ok(after) => after,
+        Err(refusals) => return Ok(ManualEdit::Refused(refusals)),
+    };
+    sqlx::query("update members.members set manual = $3 where tenant_id = $1 and scim_user_id = $2")
+        .bind(tenant)
+        .bind(user)
+        .bind(after.to_json())
+        .execute(&mut *conn)
+        .await?;
+    let fields: Vec<String> = edits.iter().map(|(f, v)| format!("{} = '{v}'", f.name())).collect();
+    let note = format!("set manually: {}", fields.join(", "));
+    Ok(ManualEdit::Applied(recompute(conn, tenant, user, Some(&note)).await?))
+}
+
+/// Members of `tenant` whose outcome may depend on the company settings: skipped ones, those
+/// on the company's default time zone, and those whose e-mail domain is no longer the
+/// company's. Recomputed in transactions of `batch`; returns how many changed.
+pub async fn reevaluate_after_settings_change(pool: &PgPool, tenant: Uuid, batch: i64) -> sqlx::Result<usize> {
+    let mut after = Uuid::nil();
+    let mut changed = 0;
+    loop {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "select m.scim_user_id from members.members m
+             where m.tenant_id = $1 and m.scim_user_id > $2
+               and (m.status = 'skipped' or m.profile->>'timezone_source' = 'company_default'
+                    or m.primary_email is null
+                    or lower(split_part(m.primary_email, '@', 2)) not in
+                       (select d.domain from tenancy.tenant_domains d where d.tenant_id = $1))
+             order by m.scim_user_id limit $3",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(batch)
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = ids.last() else { return Ok(changed) };
+        after = *last;
+        let mut tx = pool.begin().await?;
+        for user in &ids {
+            if recompute(&mut tx, tenant, *user, Some("company settings changed")).await?.is_some() {
+                changed += 1;
+            }
+        }
+        tx.commit().await?;
+    }
+}
