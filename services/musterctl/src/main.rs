@@ -33,7 +33,7 @@ enum Command {
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
     /// Run every service in this process: migrations and topology first, then ingress,
-    /// relay and admin, until Ctrl-C or SIGTERM.
+    /// relay, admin and the workers, until Ctrl-C or SIGTERM.
     Up(UpArgs),
 }
 
@@ -51,6 +51,9 @@ struct UpArgs {
     /// Normalizer health/metrics listen address.
     #[arg(long, env = "NORMALIZER_ADDR", default_value = "0.0.0.0:8083")]
     normalizer_addr: SocketAddr,
+    /// Hierarchy worker health/metrics listen address.
+    #[arg(long, env = "HIERARCHY_ADDR", default_value = "0.0.0.0:8084")]
+    hierarchy_addr: SocketAddr,
 }
 
 /// What every command reads from the layered configuration.

@@ -1,9 +1,14 @@
 //! `musterctl up`: the whole system in one process, for a laptop or a demo.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
 use anyhow::Context;
 use muster_contracts::Names;
 use muster_infra::config::HttpSettings;
 use muster_infra::http::Readiness;
+use muster_infra::worker::WorkerServiceSettings;
 use tokio::net::TcpListener;
 
 use crate::{CtlSettings, UpArgs};
@@ -31,40 +36,52 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
     let ingress = muster_ingress::Ingress::bind(&ingress_settings, pool.clone()).await?;
     let admin = muster_admin::Admin::bind(&admin_settings, pool.clone()).await?;
     let relay = muster_relay::Relay::new(pool.clone(), settings.amqp.clone(), settings.relay.clone());
-    let relay_listener = TcpListener::bind(args.relay_addr)
-        .await
-        .with_context(|| format!("binding the relay's health listener on {}", args.relay_addr))?;
+    let relay_listener = bind_ops("relay", args.relay_addr).await?;
     let relay_ops = muster_infra::http::ops_routes(Readiness { pool: pool.clone(), broker: Some(relay.health()) });
-    let normalizer_settings = muster_normalizer::Settings {
+    let normalizer_settings = worker_settings(&settings, args.normalizer_addr);
+    let normalizer = muster_normalizer::worker(&normalizer_settings, pool.clone());
+    let normalizer_listener = bind_ops("normalizer", args.normalizer_addr).await?;
+    let hierarchy_settings = worker_settings(&settings, args.hierarchy_addr);
+    let hierarchy = muster_hierarchy::worker(&hierarchy_settings, pool.clone());
+    let hierarchy_listener = bind_ops("hierarchy", args.hierarchy_addr).await?;
+    tracing::info!(ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, relay = %args.relay_addr,
+        normalizer = %args.normalizer_addr, hierarchy = %args.hierarchy_addr, "muster is up");
+
+    let services: Vec<Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>> = vec![
+        Box::pin(ingress.run(shutdown.clone())),
+        Box::pin(admin.run(shutdown.clone())),
+        Box::pin(relay.run(shutdown.clone())),
+        Box::pin(muster_infra::http::serve(relay_listener, relay_ops, shutdown.clone())),
+        Box::pin(normalizer.run_with_ops(pool.clone(), normalizer_listener, shutdown.clone())),
+        Box::pin(hierarchy.run_with_ops(pool.clone(), hierarchy_listener, shutdown.clone())),
+    ];
+    // If one service fails, stop the others rather than run half a system.
+    let results = futures_util::future::join_all(services.into_iter().map(|service| {
+        let shutdown = shutdown.clone();
+        async move {
+            let result = service.await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+fn worker_settings(settings: &CtlSettings, addr: SocketAddr) -> WorkerServiceSettings {
+    WorkerServiceSettings {
         database: settings.database.clone(),
         amqp: settings.amqp.clone(),
-        http: HttpSettings { addr: args.normalizer_addr },
+        http: HttpSettings { addr },
         telemetry: settings.telemetry.clone(),
         worker: settings.worker.clone(),
-    };
-    let normalizer = muster_normalizer::worker(&normalizer_settings, pool.clone());
-    let normalizer_listener = TcpListener::bind(args.normalizer_addr)
-        .await
-        .with_context(|| format!("binding the normalizer's health listener on {}", args.normalizer_addr))?;
-    tracing::info!(ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, relay = %args.relay_addr, normalizer = %args.normalizer_addr, "muster is up");
+    }
+}
 
-    // If one service fails, stop the others rather than run half a system.
-    let stop_all = |result: anyhow::Result<()>, shutdown: &tokio_util::sync::CancellationToken| {
-        if result.is_err() {
-            shutdown.cancel();
-        }
-        result
-    };
-    let (a, b, c, d, e) = tokio::join!(
-        async { stop_all(ingress.run(shutdown.clone()).await, &shutdown) },
-        async { stop_all(admin.run(shutdown.clone()).await, &shutdown) },
-        async { stop_all(relay.run(shutdown.clone()).await, &shutdown) },
-        async { stop_all(muster_infra::http::serve(relay_listener, relay_ops, shutdown.clone()).await, &shutdown) },
-        async {
-            stop_all(normalizer.run_with_ops(pool.clone(), normalizer_listener, shutdown.clone()).await, &shutdown)
-        },
-    );
-    a.and(b).and(c).and(d).and(e)
+async fn bind_ops(service: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {service}'s health listener on {addr}"))
 }
 
 /// Declares the exchanges and queues now if the broker answers; if not, the relay declares

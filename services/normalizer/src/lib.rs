@@ -1,18 +1,15 @@
-//! The normalizer: consumes `scim.user.*` (and `tenant.settings_changed`) and keeps each SCIM user's team member — imported,
-//! skipped with its reasons, deactivated or reactivated — under the business rules of
-//! `muster_domain::profile` (through `muster_members`), with a provisioning-log line for every change and a `member.*`
-//! event (through the outbox, in the same transaction) for the workers after it.
+//! The normalizer: consumes `scim.user.*` (and `tenant.settings_changed`) and keeps each SCIM
+//! user's team member — imported, skipped with its reasons, deactivated or reactivated — under
+//! the business rules of `muster_domain::profile` (through `muster_members`), with a
+//! provisioning-log line for every change and a `member.*` event (through the outbox, in the
+//! same transaction) for the workers after it.
 
 pub mod member;
 
-use anyhow::Context;
 use muster_contracts::EventEnvelope;
 use muster_contracts::topology::NORMALIZER;
-use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
-use muster_infra::worker::{Handler, ProcessError, Worker, WorkerSettings};
-use serde::Deserialize;
+use muster_infra::worker::{Handler, ProcessError, Worker, WorkerServiceSettings};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Defaults of the normalizer's health listener.
@@ -22,14 +19,7 @@ addr = "0.0.0.0:8083"
 "#;
 
 /// The normalizer's settings.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Settings {
-    pub database: DatabaseSettings,
-    pub amqp: AmqpSettings,
-    pub http: HttpSettings,
-    pub telemetry: TelemetrySettings,
-    pub worker: WorkerSettings,
-}
+pub type Settings = WorkerServiceSettings;
 
 /// The worker's name in logs, metrics and the version table.
 pub const SERVICE: &str = "normalizer";
@@ -55,14 +45,10 @@ impl Handler for Normalizer {
 
 /// The worker with its handler, ready to run.
 pub fn worker(settings: &Settings, pool: PgPool) -> Worker<Normalizer> {
-    Worker::new(SERVICE, NORMALIZER, settings.amqp.clone(), settings.worker.clone(), Normalizer::new(pool))
+    settings.worker(SERVICE, NORMALIZER, Normalizer::new(pool))
 }
 
 /// Runs the normalizer and its health endpoints until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = muster_infra::db::pool(&settings.database)?;
-    let listener = TcpListener::bind(settings.http.addr)
-        .await
-        .with_context(|| format!("binding the normalizer's health listener on {}", settings.http.addr))?;
-    worker(&settings, pool.clone()).run_with_ops(pool, listener, shutdown).await
+    muster_infra::worker::serve(SERVICE, NORMALIZER, settings, Normalizer::new, shutdown).await
 }

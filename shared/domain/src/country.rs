@@ -5,30 +5,14 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use crate::text::fold;
+
 /// A value that names no country or subdivision.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("'{raw}' is not a known {what}")]
 pub struct UnknownPlace {
     pub raw: String,
     pub what: &'static str,
-}
-
-/// Lower-cased, trimmed, with the accents that matter for place names removed.
-fn fold(s: &str) -> String {
-    s.trim()
-        .to_lowercase()
-        .chars()
-        .map(|c| match c {
-            'á' | 'à' | 'â' | 'ä' | 'ã' | 'å' => 'a',
-            'é' | 'è' | 'ê' | 'ë' => 'e',
-            'í' | 'ì' | 'î' | 'ï' => 'i',
-            'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
-            'ú' | 'ù' | 'û' | 'ü' => 'u',
-            'ç' => 'c',
-            'ñ' => 'n',
-            other => other,
-        })
-        .collect()
 }
 
 /// Every name and code of every country and subdivision, folded, built once.

@@ -3,10 +3,12 @@
 
 pub mod company_domain;
 pub mod country;
+pub mod hierarchy;
 pub mod locale;
 pub mod phone;
 pub mod profile;
 pub mod provenance;
+pub mod text;
 pub mod timezone;
 
 pub use company_domain::{CompanyDomain, InvalidDomain};

@@ -52,6 +52,8 @@ pub struct ManagerRef {
     pub email: Option<String>,
     /// "firstname lastname".
     pub full_name: Option<String>,
+    /// `id` was set by an admin (Entra ID sent no reference).
+    pub manual: bool,
 }
 
 /// A member's profile.
@@ -145,10 +147,14 @@ pub fn derive_profile(doc: &Value, manual: &FieldValues, rules: &CompanyRules) -
         primary_email: get(Field::PrimaryEmail),
         secondary_email: get(Field::SecondaryEmail),
         private_email: get(Field::PrivateEmail),
-        manager: ManagerRef {
-            id: text(enterprise.and_then(|e| e.get("manager")).and_then(|m| m.get("value").or(Some(m)))),
-            email: text(muster.and_then(|m| m.get("managerEmail"))),
-            full_name: text(muster.and_then(|m| m.get("managerFullName"))),
+        manager: match (entra.get(Field::ManagerId), manual.get(Field::ManagerId)) {
+            (None, Some(id)) => ManagerRef { id: Some(id.to_string()), manual: true, ..ManagerRef::default() },
+            _ => ManagerRef {
+                id: text(enterprise.and_then(|e| e.get("manager")).and_then(|m| m.get("value").or(Some(m)))),
+                email: text(muster.and_then(|m| m.get("managerEmail"))),
+                full_name: text(muster.and_then(|m| m.get("managerFullName"))),
+                manual: false,
+            },
         },
         active: doc.get("active").and_then(Value::as_bool).unwrap_or(true),
         phone,
@@ -246,7 +252,8 @@ mod tests {
             ManagerRef {
                 id: Some("m-1".into()),
                 email: Some("boss@contoso.com".into()),
-                full_name: Some("Bo Ss".into())
+                full_name: Some("Bo Ss".into()),
+                manual: false,
             }
         );
         assert!(p.active);

@@ -35,11 +35,14 @@ pub enum Field {
     State,
     Timezone,
     Locale,
+    /// The manager: Entra's if it sent any reference (id, e-mail or full name), else a
+    /// member's SCIM id set by an admin.
+    ManagerId,
 }
 
 impl Field {
     /// Every field, in the order the member view lists them.
-    pub const ALL: [Field; 13] = [
+    pub const ALL: [Field; 14] = [
         Field::GivenName,
         Field::FamilyName,
         Field::DisplayName,
@@ -53,6 +56,7 @@ impl Field {
         Field::State,
         Field::Timezone,
         Field::Locale,
+        Field::ManagerId,
     ];
 
     /// The field's name in the admin API.
@@ -71,6 +75,7 @@ impl Field {
             Field::State => "state",
             Field::Timezone => "timezone",
             Field::Locale => "locale",
+            Field::ManagerId => "manager_id",
         }
     }
 
@@ -95,6 +100,7 @@ impl Field {
             Field::State => "addresses[type eq \"work\"].region",
             Field::Timezone => "timezone",
             Field::Locale => "locale",
+            Field::ManagerId => "manager, managerEmail or managerFullName",
         }
     }
 }
@@ -186,14 +192,11 @@ impl FieldValues {
         let primary = items(doc, "emails")
             .find(|e| e.get("primary") == Some(&Value::Bool(true)))
             .or_else(|| of_type(doc, "emails", "work"))
-            .and_then(|e| e.get("value"))
-            .filter(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()))
+            .and_then(|e| non_blank(e.get("value")))
             .or_else(|| doc.get("userName").filter(|u| u.as_str().is_some_and(|s| s.contains('@'))));
         put(Field::PrimaryEmail, primary);
         put(Field::SecondaryEmail, of_type(doc, "emails", "other").and_then(|e| e.get("value")));
-        let home = of_type(doc, "emails", "home")
-            .and_then(|e| e.get("value"))
-            .filter(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()));
+        let home = of_type(doc, "emails", "home").and_then(|e| non_blank(e.get("value")));
         put(Field::PrivateEmail, home.or_else(|| muster.and_then(|m| m.get("privateEmail"))));
         put(Field::Phone, of_type(doc, "phoneNumbers", "work").and_then(|p| p.get("value")));
         put(Field::PhoneExtension, muster.and_then(|m| m.get("primaryPhoneExtension")));
@@ -201,10 +204,20 @@ impl FieldValues {
         put(Field::Country, work_address.and_then(|a| a.get("country")));
         put(Field::State, work_address.and_then(|a| a.get("region")));
         put(Field::Timezone, doc.get("timezone"));
-        let locale = doc.get("locale").filter(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()));
-        put(Field::Locale, locale.or_else(|| doc.get("preferredLanguage")));
+        put(Field::Locale, non_blank(doc.get("locale")).or_else(|| doc.get("preferredLanguage")));
+        // Any manager reference makes the manager Entra's; the value is the first one sent.
+        let manager = doc.get(ENTERPRISE).and_then(|e| e.get("manager")).and_then(|m| m.get("value").or(Some(m)));
+        let reference = non_blank(manager)
+            .or_else(|| non_blank(muster.and_then(|m| m.get("managerEmail"))))
+            .or_else(|| non_blank(muster.and_then(|m| m.get("managerFullName"))));
+        put(Field::ManagerId, reference);
         out
     }
+}
+
+/// A string value that is not blank.
+fn non_blank(v: Option<&Value>) -> Option<&Value> {
+    v.filter(|v| v.as_str().is_some_and(|s| !s.trim().is_empty()))
 }
 
 fn items<'a>(doc: &'a Value, attr: &str) -> impl Iterator<Item = &'a Value> {
@@ -327,6 +340,10 @@ fn validate(field: Field, value: &str, member: &FieldValues, rules: &CompanyRule
             normalize_subdivision(&country, value).map(|_| ()).map_err(|e| e.to_string())
         }
         Field::Timezone => parse_timezone(value).map(|_| ()).map_err(|e| e.to_string()),
+        Field::ManagerId => match uuid::Uuid::parse_str(value) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("'{value}' is not a member's SCIM id")),
+        },
         Field::Locale => match resolve_locale(Some(value)).invalid {
             None => Ok(()),
             Some(_) => Err(format!("'{value}' is not a BCP 47 locale such as en-US")),
@@ -466,11 +483,15 @@ mod tests {
             assert_eq!(Field::parse(f.name()), Some(f));
         }
         assert_eq!(Field::parse("manager"), None);
+        let managed = json!({ENTERPRISE: {"manager": "m-1"}});
+        assert_eq!(FieldValues::from_scim(&managed).get(Field::ManagerId), Some("m-1"));
+        let by_name = json!({MUSTER: {"managerFullName": "Bo Ss"}});
+        assert_eq!(FieldValues::from_scim(&by_name).get(Field::ManagerId), Some("Bo Ss"), "any reference is Entra's");
     }
 
     proptest::proptest! {
         #[test]
-        fn edits_never_panic(field in 0usize..13, value in ".{0,60}") {
+        fn edits_never_panic(field in 0usize..14, value in ".{0,60}") {
             let none = FieldValues::default();
             let _ = plan_manual_edit(&none, &none, &values(&[(Field::ALL[field], &value)]), &rules());
         }

@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_domain::CompanyDomain;
 use muster_domain::profile::{CompanyRules, Profile, Verdict, derive_profile};
-use muster_domain::provenance::{EditRefused, FieldValues, plan_manual_edit};
+use muster_domain::provenance::{EditRefused, Field, FieldValues, plan_manual_edit};
 use serde_json::{Map, Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -73,7 +73,8 @@ pub fn profile_json(p: &Profile) -> Value {
         "emails": {"primary": p.primary_email, "secondary": p.secondary_email, "private": p.private_email},
         "phone": {"raw": p.phone.raw, "e164": p.phone.e164, "extension": p.phone.extension,
                   "invalid": p.phone.raw.is_some() && p.phone.e164.is_none()},
-        "manager_ref": {"id": p.manager.id, "email": p.manager.email, "full_name": p.manager.full_name},
+        "manager_ref": {"id": p.manager.id, "email": p.manager.email, "full_name": p.manager.full_name,
+                        "manual": p.manager.manual},
         "country": p.country.normalized, "country_raw": p.country.raw, "country_invalid": p.country.is_invalid(),
         "state": p.state.normalized, "state_raw": p.state.raw, "state_invalid": p.state.is_invalid(),
         "timezone": p.timezone.name(), "timezone_source": p.timezone_source.as_str(),
@@ -273,6 +274,12 @@ pub async fn edit_manual(
         Ok(after) => after,
         Err(refusals) => return Ok(ManualEdit::Refused(refusals)),
     };
+    if let Some(manager) = edits.get(Field::ManagerId) {
+        let why = manager_refusal(conn, tenant, user, manager).await?;
+        if let Some(why) = why {
+            return Ok(ManualEdit::Refused(vec![EditRefused::Invalid(Field::ManagerId, why)]));
+        }
+    }
     sqlx::query("update members.members set manual = $3 where tenant_id = $1 and scim_user_id = $2")
         .bind(tenant)
         .bind(user)
@@ -282,6 +289,31 @@ pub async fn edit_manual(
     let fields: Vec<String> = edits.iter().map(|(f, v)| format!("{} = '{v}'", f.name())).collect();
     let note = format!("set manually: {}", fields.join(", "));
     Ok(ManualEdit::Applied(recompute(conn, tenant, user, Some(&note)).await?))
+}
+
+/// Why `manager` cannot be set as `user`'s manager, if it cannot: it must be another member of
+/// the company. (Cycles are the hierarchy worker's to refuse, with the path.)
+async fn manager_refusal(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+    manager: &str,
+) -> sqlx::Result<Option<String>> {
+    let Ok(manager) = manager.parse::<Uuid>() else { return Ok(Some(format!("'{manager}' is not a SCIM id"))) };
+    if manager == user {
+        return Ok(Some("a member cannot be their own manager".into()));
+    }
+    let status: Option<String> =
+        sqlx::query_scalar("select status from members.members where tenant_id = $1 and scim_user_id = $2")
+            .bind(tenant)
+            .bind(manager)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match status.as_deref() {
+        None => Some(format!("no member with SCIM id {manager}")),
+        Some("skipped") => Some(format!("member {manager} is skipped and cannot be a manager")),
+        Some(_) => None,
+    })
 }
 
 /// Members of `tenant` whose outcome may depend on the company settings: skipped ones, those

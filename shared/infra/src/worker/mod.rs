@@ -19,9 +19,13 @@ pub mod versions;
 
 use std::future::Future;
 
+use anyhow::Context;
 use muster_contracts::EventEnvelope;
+use muster_contracts::topology::WorkerQueue;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
 pub use runtime::Worker;
 
 /// Why a message could not be handled, which decides what happens to it next.
@@ -111,3 +115,37 @@ max_attempts = 5
 retry_delays_ms = [1000, 5000, 30000, 120000]
 shutdown_grace_ms = 10000
 "#;
+
+/// The settings of a service that is one worker: its database, broker, health listener,
+/// telemetry and tuning (`[worker]`, defaults in `WORKER_DEFAULTS`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerServiceSettings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub http: HttpSettings,
+    pub telemetry: TelemetrySettings,
+    pub worker: WorkerSettings,
+}
+
+impl WorkerServiceSettings {
+    /// The worker `service` on `queue` with `handler`, ready to run.
+    pub fn worker<H: Handler>(&self, service: &'static str, queue: WorkerQueue, handler: H) -> Worker<H> {
+        Worker::new(service, queue, self.amqp.clone(), self.worker.clone(), handler)
+    }
+}
+
+/// Runs a worker service until `shutdown`: the pool, the health listener (`/healthz`,
+/// `/readyz`, `/metrics` on `http.addr`) and the consumer with the handler `make` builds.
+pub async fn serve<H: Handler>(
+    service: &'static str,
+    queue: WorkerQueue,
+    settings: WorkerServiceSettings,
+    make: impl FnOnce(sqlx::PgPool) -> H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let pool = crate::db::pool(&settings.database)?;
+    let listener = tokio::net::TcpListener::bind(settings.http.addr)
+        .await
+        .with_context(|| format!("binding the {service} health listener on {}", settings.http.addr))?;
+    settings.worker(service, queue, make(pool.clone())).run_with_ops(pool, listener, shutdown).await
+}
