@@ -2,6 +2,8 @@
 //! the real RabbitMQ. Each test has its own database and its own AMQP name prefix.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+mod hierarchy;
 mod members;
 mod relay;
+mod system;
 mod worker;

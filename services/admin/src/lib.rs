@@ -5,6 +5,7 @@
 
 pub mod dlq;
 pub mod members;
+pub mod org;
 pub mod problem;
 pub mod settings;
 
@@ -101,6 +102,9 @@ pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
         .route("/tenant", get(get_tenant))
         .route("/members", get(members::list))
         .route("/members/{id}", get(members::get).patch(members::patch))
+        .route("/members/{id}/reports", get(org::reports))
+        .route("/members/{id}/chain", get(org::chain))
+        .route("/org-tree", get(org::tree))
         .route("/provisioning-log", get(members::provisioning_log))
         .route("/settings", get(settings::get).put(settings::put))
         .route("/dlq", get(dlq::list))

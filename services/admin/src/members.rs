@@ -25,7 +25,7 @@ pub fn tenant_of(principal: Principal) -> Result<Uuid, Problem> {
 }
 
 #[derive(sqlx::FromRow)]
-struct MemberRow {
+pub(crate) struct MemberRow {
     scim_user_id: Uuid,
     status: String,
     skip_reason: Option<String>,
@@ -35,15 +35,30 @@ struct MemberRow {
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    manager_id: Option<Uuid>,
+    manager_status: Option<String>,
+    resolution: String,
+    via: Option<String>,
+    resolution_detail: Option<String>,
+    candidates: Option<Vec<Uuid>>,
+    cycle_path: Option<Vec<Uuid>>,
 }
 
-fn member_json(row: MemberRow) -> Value {
+pub(crate) fn member_json(row: MemberRow) -> Value {
     let mut out = json!({
         "scim_user_id": row.scim_user_id,
         "status": row.status,
         "skip_reason": row.skip_reason,
-        // Set by the hierarchy worker (issue 5); the references Entra sent are in manager_ref.
-        "manager_id": Value::Null,
+        "manager_id": row.manager_id,
+        // A deactivated manager stays linked and is shown as such.
+        "manager_status": row.manager_status,
+        "manager_resolution": {
+            "status": row.resolution,
+            "via": row.via,
+            "detail": row.resolution_detail,
+            "candidates": row.candidates,
+            "path": row.cycle_path,
+        },
         "imported_at": row.imported_at,
         "deactivated_at": row.deactivated_at,
         "version": row.version,
@@ -56,12 +71,21 @@ fn member_json(row: MemberRow) -> Value {
     out
 }
 
-const COLUMNS: &str =
-    "scim_user_id, status, skip_reason, profile, imported_at, deactivated_at, version, created_at, updated_at";
+/// The member view's select list and joins: the member (`m`), its node in the hierarchy
+/// (`h`) and its manager (`mg`).
+pub(crate) const MEMBER_SELECT: &str = "select m.scim_user_id, m.status, m.skip_reason, m.profile, m.imported_at,
+        m.deactivated_at, m.version, m.created_at, m.updated_at, h.manager_id, mg.status as manager_status,
+        coalesce(h.resolution, 'none') as resolution, h.via, h.detail as resolution_detail, h.candidates, h.cycle_path
+    from members.members m
+    left join hierarchy.nodes h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id
+    left join members.members mg on mg.tenant_id = m.tenant_id and mg.scim_user_id = h.manager_id";
 
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     status: Option<String>,
+    /// `resolved`, `pending`, `ambiguous`, `cycle` or `none`: e.g. the members whose manager
+    /// is not resolved, with the reasons.
+    manager_resolution: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -79,40 +103,49 @@ pub async fn list(
     {
         return Err(Problem::bad_request(format!("status '{s}' is not one of active, deactivated, skipped")));
     }
+    if let Some(r) = &params.manager_resolution
+        && !["resolved", "pending", "ambiguous", "cycle", "none"].contains(&r.as_str())
+    {
+        return Err(Problem::bad_request(format!(
+            "manager_resolution '{r}' is not one of resolved, pending, ambiguous, cycle, none"
+        )));
+    }
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let offset = params.offset.unwrap_or(0).max(0);
+    let filter = "where m.tenant_id = $1 and ($2::text is null or m.status = $2)
+                  and ($3::text is null or coalesce(h.resolution, 'none') = $3)";
     let rows = sqlx::query_as::<_, MemberRow>(&format!(
-        "select {COLUMNS} from members.members where tenant_id = $1 and ($2::text is null or status = $2)
-         order by created_at, scim_user_id limit $3 offset $4"
+        "{MEMBER_SELECT} {filter} order by m.created_at, m.scim_user_id limit $4 offset $5"
     ))
     .bind(tenant)
     .bind(&params.status)
+    .bind(&params.manager_resolution)
     .bind(limit)
     .bind(offset)
     .fetch_all(&state.pool)
     .await?;
-    let total: i64 = sqlx::query_scalar(
-        "select count(*) from members.members where tenant_id = $1 and ($2::text is null or status = $2)",
-    )
+    let total: i64 = sqlx::query_scalar(&format!(
+        "select count(*) from members.members m
+         left join hierarchy.nodes h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id {filter}"
+    ))
     .bind(tenant)
     .bind(&params.status)
+    .bind(&params.manager_resolution)
     .fetch_one(&state.pool)
     .await?;
     let members: Vec<Value> = rows.into_iter().map(member_json).collect();
     Ok(Json(json!({"total": total, "limit": limit, "offset": offset, "members": members})).into_response())
 }
 
-async fn load(state: &AppState, tenant: Uuid, user: Uuid) -> Result<Option<MemberRow>, Problem> {
-    Ok(sqlx::query_as::<_, MemberRow>(&format!(
-        "select {COLUMNS} from members.members where tenant_id = $1 and scim_user_id = $2"
-    ))
-    .bind(tenant)
-    .bind(user)
-    .fetch_optional(&state.pool)
-    .await?)
+pub(crate) async fn load(state: &AppState, tenant: Uuid, user: Uuid) -> Result<Option<MemberRow>, Problem> {
+    Ok(sqlx::query_as::<_, MemberRow>(&format!("{MEMBER_SELECT} where m.tenant_id = $1 and m.scim_user_id = $2"))
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&state.pool)
+        .await?)
 }
 
-fn no_member(id: &str) -> Problem {
+pub(crate) fn no_member(id: &str) -> Problem {
     Problem::not_found(format!("no member with SCIM id {id}"))
 }
 

@@ -1,0 +1,128 @@
+//! The whole system in one test process: ingress, relay, normalizer, hierarchy and admin on
+//! the real PostgreSQL and RabbitMQ, with a probe queue bound to `member.#`.
+
+use std::time::Duration;
+
+use muster_contracts::Names;
+use muster_infra::config::{AmqpSettings, HttpSettings};
+use muster_ingress::ScimSettings;
+use muster_relay::{Relay, RelayOptions};
+use muster_testkit::broker::{Probe, broker_url, teardown_on, test_amqp};
+use muster_testkit::worker::fast_settings;
+use muster_testkit::{TestApp, default_scim_settings, eventually, test_telemetry};
+use serde_json::Value;
+
+/// How long a test waits for the system to settle.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct System {
+    pub app: TestApp,
+    names: Names,
+    probe: Probe,
+    pub admin: String,
+}
+
+impl System {
+    pub async fn start() -> System {
+        // Tests push faster than Entra ID's pace; the per-tenant limit has its own tests.
+        let scim =
+            ScimSettings { rate_limit_per_second: 100_000, rate_limit_burst: 100_000, ..default_scim_settings() };
+        let app = TestApp::spawn_with(scim).await;
+        let amqp: AmqpSettings = test_amqp(&broker_url());
+        let names = Names::new(amqp.prefix.clone());
+        let probe = Probe::bind(&names, "member.#").await.unwrap();
+        let relay = Relay::new(
+            app.db.pool.clone(),
+            amqp.clone(),
+            RelayOptions { batch_size: 100, idle_poll_ms: 20, confirm_timeout_ms: 5000, retention_hours: 24 },
+        );
+        tokio::spawn(relay.run(app.shutdown_token()));
+        let settings = muster_normalizer::Settings {
+            database: app.db.settings(),
+            amqp,
+            http: HttpSettings { addr: "127.0.0.1:0".parse().unwrap() },
+            telemetry: test_telemetry(),
+            worker: fast_settings(),
+        };
+        let worker = muster_normalizer::worker(&settings, app.db.pool.clone());
+        tokio::spawn(worker.run(app.shutdown_token()));
+        let hierarchy = muster_hierarchy::worker(&settings, app.db.pool.clone());
+        tokio::spawn(hierarchy.run(app.shutdown_token()));
+        let admin_settings = muster_admin::Settings {
+            database: app.db.settings(),
+            amqp: settings.amqp.clone(),
+            http: HttpSettings { addr: "127.0.0.1:0".parse().unwrap() },
+            telemetry: test_telemetry(),
+        };
+        let admin = muster_admin::Admin::bind(&admin_settings, app.db.pool.clone()).await.unwrap();
+        let admin_url = format!("http://{}/api/v1", admin.local_addr().unwrap());
+        tokio::spawn(admin.run(app.shutdown_token()));
+        System { app, names, probe, admin: admin_url }
+    }
+
+    /// A GET on the admin API that may not find its resource yet.
+    pub async fn admin_try_get(&self, path: &str) -> Option<Value> {
+        let r = self
+            .app
+            .http
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(&self.app.tenant.admin_token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 { Some(r.json().await.unwrap()) } else { None }
+    }
+
+    /// A GET on the admin API with the tenant's admin token.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let r = self
+            .app
+            .http
+            .get(format!("{}{path}", self.admin))
+            .bearer_auth(&self.app.tenant.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    /// (status, skip_reason, profile) of a member.
+    pub async fn member(&self, id: &str) -> Option<(String, Option<String>, Value)> {
+        sqlx::query_as("select status, skip_reason, profile from members.members where scim_user_id::text = $1")
+            .bind(id)
+            .fetch_optional(&self.app.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// A write on the admin API with the tenant's admin token: (status, body).
+    pub async fn admin_send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .app
+            .http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(&self.app.tenant.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    pub async fn until_status(&self, id: &str, status: &str) -> (String, Option<String>, Value) {
+        eventually(WAIT, &format!("member {id} {status}"), || async { self.member(id).await.filter(|m| m.0 == status) })
+            .await
+    }
+
+    pub async fn next_event(&mut self) -> String {
+        self.probe.next(WAIT).await.expect("a member event").routing_key
+    }
+
+    pub async fn stop(self) {
+        self.app.shutdown_token().cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        teardown_on(&self.probe.channel, &self.names, &fast_settings().retry_delays_ms).await;
+        self.probe.teardown(&self.names).await;
+    }
+}
