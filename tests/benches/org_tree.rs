@@ -65,12 +65,10 @@ fn by_id(i: usize) -> bool {
 }
 
 async fn linked(pool: &sqlx::PgPool, tenant: uuid::Uuid) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from hierarchy.nodes where tenant_id = $1 and resolution = 'resolved'",
-    )
-    .bind(tenant)
-    .fetch_one(pool)
-    .await?)
+    Ok(sqlx::query_scalar("select count(*) from hierarchy.nodes where tenant_id = $1 and resolution = 'resolved'")
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?)
 }
 
 #[tokio::main]
@@ -142,7 +140,8 @@ async fn main() -> anyhow::Result<()> {
             let (scim, id_of) = (scim.clone(), id_of.clone());
             async move {
                 let Some(m) = manager_of(i) else { return };
-                let set = patch_body(json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": id_of[m]}]));
+                let set =
+                    patch_body(json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": id_of[m]}]));
                 let r = scim.patch(&format!("/Users/{}", id_of[i]), &set).await;
                 assert!(r.status == 200 || r.status == 204, "{}", r.body);
             }

@@ -73,18 +73,12 @@ impl System {
         if r.status() == 200 { Some(r.json().await.unwrap()) } else { None }
     }
 
-    /// A GET on the admin API with the tenant's admin token.
+    /// A GET on the admin API with the tenant's admin token, which must answer 200.
     pub async fn admin_get(&self, path: &str) -> Value {
-        let r = self
-            .app
-            .http
-            .get(format!("{}{path}", self.admin))
-            .bearer_auth(&self.app.tenant.admin_token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        r.json().await.unwrap()
+        match self.admin_try_get(path).await {
+            Some(body) => body,
+            None => panic!("GET {path} did not answer 200"),
+        }
     }
 
     /// (status, skip_reason, profile) of a member.

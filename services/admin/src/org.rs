@@ -75,21 +75,7 @@ pub async fn chain(
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
     let member = existing(&state, tenant, &id).await?;
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "with recursive up(id, depth) as (
-             select manager_id, 1 from hierarchy.nodes
-             where tenant_id = $1 and scim_user_id = $2 and manager_id is not null
-           union all
-             select n.manager_id, up.depth + 1 from up
-             join hierarchy.nodes n on n.tenant_id = $1 and n.scim_user_id = up.id
-             where n.manager_id is not null and up.depth < $3)
-         select id from up order by depth",
-    )
-    .bind(tenant)
-    .bind(member)
-    .bind(MAX_CHAIN)
-    .fetch_all(&state.pool)
-    .await?;
+    let ids = muster_members::org::managers_above(&state.pool, tenant, member, MAX_CHAIN).await?;
     let rows: Vec<MemberRow> =
         sqlx::query_as(&format!("{MEMBER_SELECT} where m.tenant_id = $1 and m.scim_user_id = any($2)"))
             .bind(tenant)

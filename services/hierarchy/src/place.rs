@@ -54,11 +54,11 @@ pub async fn apply(pool: &PgPool, event: &EventEnvelope, member: Uuid) -> Result
         }
     }
     metrics::histogram!("hierarchy_members_resolved_per_event").record(done as f64);
-    versions::record(&mut tx, SERVICE, tenant, &event.entity_id, event.version).await?;
     tx.commit().await?;
     Ok(())
 }
 
+/// A member as the members table has it, next to the node the hierarchy last made of it.
 #[derive(sqlx::FromRow)]
 struct MemberRow {
     status: String,
@@ -69,24 +69,31 @@ struct MemberRow {
     given_name: Option<String>,
     family_name: Option<String>,
     manual: bool,
-}
-
-#[derive(sqlx::FromRow, PartialEq, Eq)]
-struct Keys {
-    candidate: bool,
-    email_key: Option<String>,
-    name_key: Option<String>,
+    node_status: Option<String>,
+    node_candidate: Option<bool>,
+    node_email_key: Option<String>,
+    node_name_key: Option<String>,
+    node_ref_id: Option<String>,
+    node_ref_email: Option<String>,
+    node_ref_name: Option<String>,
+    node_ref_manual: Option<bool>,
 }
 
 /// Copies the member's keys and references into its node; returns the members to re-resolve:
-/// the member itself, and, when its keys changed, everyone whose references name the old or
-/// new ones.
+/// the member itself when its references or status changed, and, when its keys changed,
+/// everyone whose references name the old or new ones. A change the hierarchy does not care
+/// about (a title, a phone) costs one read.
 async fn refresh(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<Vec<Uuid>> {
     let row: Option<MemberRow> = sqlx::query_as(
-        "select status, primary_email, manager_scim_id, manager_email, manager_full_name,
-                profile->>'given_name' as given_name, profile->>'family_name' as family_name,
-                coalesce((profile->'manager_ref'->>'manual')::boolean, false) as manual
-         from members.members where tenant_id = $1 and scim_user_id = $2",
+        "select m.status, m.primary_email, m.manager_scim_id, m.manager_email, m.manager_full_name,
+                m.profile->>'given_name' as given_name, m.profile->>'family_name' as family_name,
+                coalesce((m.profile->'manager_ref'->>'manual')::boolean, false) as manual,
+                n.member_status as node_status, n.candidate as node_candidate, n.email_key as node_email_key,
+                n.name_key as node_name_key, n.ref_id as node_ref_id, n.ref_email as node_ref_email,
+                n.ref_name as node_ref_name, n.ref_manual as node_ref_manual
+         from members.members m
+         left join hierarchy.nodes n on n.tenant_id = m.tenant_id and n.scim_user_id = m.scim_user_id
+         where m.tenant_id = $1 and m.scim_user_id = $2",
     )
     .bind(tenant)
     .bind(member)
@@ -99,18 +106,19 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::R
         row.manager_full_name.as_deref(),
         row.manual,
     );
-    let keys = Keys {
-        candidate: row.status != "skipped",
-        email_key: row.primary_email.as_deref().map(email_key),
-        name_key: name_key(row.given_name.as_deref(), row.family_name.as_deref()),
-    };
-    let old: Option<Keys> = sqlx::query_as(
-        "select candidate, email_key, name_key from hierarchy.nodes where tenant_id = $1 and scim_user_id = $2",
-    )
-    .bind(tenant)
-    .bind(member)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let candidate = row.status != "skipped";
+    let email = row.primary_email.as_deref().map(email_key);
+    let name = name_key(row.given_name.as_deref(), row.family_name.as_deref());
+    let keys_changed =
+        row.node_candidate != Some(candidate) || row.node_email_key != email || row.node_name_key != name;
+    let own_changed = row.node_status.as_deref() != Some(row.status.as_str())
+        || row.node_ref_id != refs.id
+        || row.node_ref_email != refs.email
+        || row.node_ref_name != refs.name
+        || row.node_ref_manual != Some(refs.manual);
+    if !keys_changed && !own_changed {
+        return Ok(Vec::new());
+    }
     sqlx::query(
         "insert into hierarchy.nodes (tenant_id, scim_user_id, member_status, candidate, email_key, name_key,
                                       ref_id, ref_email, ref_name, ref_manual)
@@ -124,9 +132,9 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::R
     .bind(tenant)
     .bind(member)
     .bind(&row.status)
-    .bind(keys.candidate)
-    .bind(&keys.email_key)
-    .bind(&keys.name_key)
+    .bind(candidate)
+    .bind(&email)
+    .bind(&name)
     .bind(&refs.id)
     .bind(&refs.email)
     .bind(&refs.name)
@@ -134,15 +142,9 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::R
     .execute(&mut *conn)
     .await?;
     let mut work = vec![member];
-    if old.as_ref() != Some(&keys) {
-        let emails: Vec<&str> = [old.as_ref().and_then(|o| o.email_key.as_deref()), keys.email_key.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect();
-        let names: Vec<&str> = [old.as_ref().and_then(|o| o.name_key.as_deref()), keys.name_key.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect();
+    if keys_changed {
+        let emails: Vec<&str> = [row.node_email_key.as_deref(), email.as_deref()].into_iter().flatten().collect();
+        let names: Vec<&str> = [row.node_name_key.as_deref(), name.as_deref()].into_iter().flatten().collect();
         let waiting: Vec<Uuid> = sqlx::query_scalar(
             "select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_id = $2::text
              union select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_email = any($3)
@@ -329,22 +331,7 @@ async fn closes_cycle(
             return Ok(None);
         }
     }
-    let above: Vec<Uuid> = sqlx::query_scalar(
-        "with recursive up(id, depth) as (
-             select manager_id, 1 from hierarchy.nodes
-             where tenant_id = $1 and scim_user_id = $2 and manager_id is not null
-           union all
-             select n.manager_id, up.depth + 1 from up
-             join hierarchy.nodes n on n.tenant_id = $1 and n.scim_user_id = up.id
-             where n.manager_id is not null and up.id <> $3 and up.depth < $4)
-         select id from up order by depth",
-    )
-    .bind(tenant)
-    .bind(manager)
-    .bind(member)
-    .bind(MAX_CHAIN)
-    .fetch_all(&mut *conn)
-    .await?;
+    let above = muster_members::org::managers_above(&mut *conn, tenant, manager, MAX_CHAIN).await?;
     Ok(cycle_through(member, manager, &above))
 }
 

@@ -21,7 +21,6 @@ pub async fn apply(pool: &PgPool, event: &EventEnvelope, user: Uuid) -> Result<(
         return Ok(());
     }
     muster_members::recompute(&mut tx, tenant, user, None).await?;
-    versions::record(&mut tx, SERVICE, tenant, &event.entity_id, event.version).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -41,7 +40,6 @@ pub async fn settings_changed(pool: &PgPool, event: &EventEnvelope) -> Result<()
     tracing::info!(tenant_id = %tenant, changed, "members re-evaluated after a settings change");
     let mut tx = pool.begin().await?;
     versions::claim(&mut tx, SERVICE, tenant, &event.entity_id, event.version).await?;
-    versions::record(&mut tx, SERVICE, tenant, &event.entity_id, event.version).await?;
     tx.commit().await?;
     Ok(())
 }

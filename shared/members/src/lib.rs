@@ -3,6 +3,9 @@
 //! (DESIGN.md, "Ordering and idempotency"). The normalizer recomputes on SCIM events and
 //! company-settings changes, the admin API after a manual edit; both go through `recompute`,
 //! which writes the provisioning log and the `member.*` event in the caller's transaction.
+//! `org` reads the links the hierarchy worker keeps.
+
+pub mod org;
 
 use chrono_tz::Tz;
 use muster_contracts::{EventEnvelope, EventKind};

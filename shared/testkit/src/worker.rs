@@ -154,7 +154,6 @@ impl Handler for Recorder {
         .bind(event.version)
         .execute(&mut *tx)
         .await?;
-        versions::record(&mut tx, "test", event.tenant_id, &event.entity_id, event.version).await?;
         if let Behaviour::PauseBeforeCommit(entity, ms) = &behaviour
             && *entity == event.entity_id
         {

@@ -7,8 +7,7 @@
 //!     return Ok(());            // duplicate or out of date: the newer state was handled
 //! }
 //! … read the entity's current state, write the effects …
-//! versions::record(&mut tx, "normalizer", tenant, &entity, version).await?;
-//! tx.commit().await?;
+//! tx.commit().await?;           // the version is recorded with the effects
 //! ```
 
 use sqlx::PgConnection;
@@ -23,8 +22,10 @@ pub enum Claim {
     Stale,
 }
 
-/// Locks this worker's row for the entity and tells whether `version` is new. Concurrent
-/// deliveries of the same entity (two replicas) wait here for one another.
+/// Tells whether `version` is new to this worker and, if it is, records it — in the caller's
+/// transaction, so a failed handler records nothing. One statement: the row stays locked until
+/// commit, so concurrent deliveries of the same entity (two replicas) wait here for one another
+/// and the later one then sees the version the first recorded.
 pub async fn claim(
     conn: &mut PgConnection,
     worker: &str,
@@ -32,43 +33,17 @@ pub async fn claim(
     entity: &str,
     version: i64,
 ) -> sqlx::Result<Claim> {
-    sqlx::query(
-        "insert into worker.processed_versions (worker, tenant_id, entity_id, version) values ($1, $2, $3, -1)
-         on conflict do nothing",
-    )
-    .bind(worker)
-    .bind(tenant)
-    .bind(entity)
-    .execute(&mut *conn)
-    .await?;
-    let processed: i64 = sqlx::query_scalar(
-        "select version from worker.processed_versions where worker = $1 and tenant_id = $2 and entity_id = $3 for update",
-    )
-    .bind(worker)
-    .bind(tenant)
-    .bind(entity)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(if processed >= version { Claim::Stale } else { Claim::Fresh })
-}
-
-/// Records `version` as processed, in the same transaction as the effects.
-pub async fn record(
-    conn: &mut PgConnection,
-    worker: &str,
-    tenant: Uuid,
-    entity: &str,
-    version: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "update worker.processed_versions set version = greatest(version, $4), updated_at = now()
-         where worker = $1 and tenant_id = $2 and entity_id = $3",
+    let fresh: Option<i64> = sqlx::query_scalar(
+        "insert into worker.processed_versions (worker, tenant_id, entity_id, version) values ($1, $2, $3, $4)
+         on conflict (worker, tenant_id, entity_id) do update set version = excluded.version, updated_at = now()
+         where worker.processed_versions.version < excluded.version
+         returning version",
     )
     .bind(worker)
     .bind(tenant)
     .bind(entity)
     .bind(version)
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    Ok(if fresh.is_some() { Claim::Fresh } else { Claim::Stale })
 }
