@@ -7,9 +7,13 @@ pub mod place;
 
 use muster_contracts::EventEnvelope;
 use muster_contracts::topology::HIERARCHY;
+use std::sync::Arc;
+
+use muster_infra::worker::batch::Batcher;
 use muster_infra::worker::{Handler, ProcessError, Worker, WorkerServiceSettings};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Defaults of the hierarchy worker's health listener.
 pub const DEFAULTS: &str = r#"
@@ -23,34 +27,48 @@ pub type Settings = WorkerServiceSettings;
 /// The worker's name in logs, metrics and the version table.
 pub const SERVICE: &str = "hierarchy";
 
-/// The handler: one member event → that member's link and the links waiting on it.
+/// Events of one company placed in one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// The handler: member events → those members' links and the links waiting on them.
 #[derive(Clone)]
 pub struct Hierarchy {
     pool: PgPool,
+    batches: Arc<Batcher<Uuid, (EventEnvelope, Uuid)>>,
 }
 
 impl Hierarchy {
     /// A hierarchy worker writing through `pool`.
     pub fn new(pool: PgPool) -> Hierarchy {
-        Hierarchy { pool }
+        Hierarchy { pool, batches: Arc::new(Batcher::new(MAX_BATCH)) }
     }
 }
 
 impl Handler for Hierarchy {
     async fn handle(&self, event: &EventEnvelope) -> Result<(), ProcessError> {
-        let Ok(member) = event.entity_id.parse::<uuid::Uuid>() else {
+        let Ok(member) = event.entity_id.parse::<Uuid>() else {
             return Err(ProcessError::Permanent(format!("entity id '{}' is not a member id", event.entity_id)));
         };
-        place::apply(&self.pool, event, member).await
+        let tenant = event.tenant_id;
+        let pool = &self.pool;
+        self.batches.run(tenant, (event.clone(), member), |batch| place::apply_batch(pool, tenant, batch)).await
     }
+}
+
+/// Deliveries of one company mostly wait in the batcher for the company's transaction, so
+/// the worker handles as many at once as it prefetches: the more wait, the larger the batch.
+fn tuned(settings: &Settings) -> Settings {
+    let mut settings = settings.clone();
+    settings.worker.concurrency = settings.worker.concurrency.max(usize::from(settings.worker.prefetch));
+    settings
 }
 
 /// The worker with its handler, ready to run.
 pub fn worker(settings: &Settings, pool: PgPool) -> Worker<Hierarchy> {
-    settings.worker(SERVICE, HIERARCHY, Hierarchy::new(pool))
+    tuned(settings).worker(SERVICE, HIERARCHY, Hierarchy::new(pool))
 }
 
 /// Runs the hierarchy worker and its health endpoints until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    muster_infra::worker::serve(SERVICE, HIERARCHY, settings, Hierarchy::new, shutdown).await
+    muster_infra::worker::serve(SERVICE, HIERARCHY, tuned(&settings), Hierarchy::new, shutdown).await
 }

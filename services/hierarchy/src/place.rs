@@ -5,7 +5,9 @@
 //! Resolution reads other members' links (chains for cycles, keys for matches), so a company's
 //! hierarchy is written by one transaction at a time (an advisory lock per tenant); companies
 //! proceed in parallel. Without it, two reports arriving at once could each miss the other's
-//! manager, or two links each see no cycle and together close one.
+//! manager, or two links each see no cycle and together close one. Concurrent deliveries of
+//! one company are batched (`muster_infra::worker::batch`) so that they share that
+//! transaction instead of queueing for the lock one by one.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -24,25 +26,62 @@ const MAX_CHAIN: i32 = 10_000;
 /// Members re-resolved for one event at most (a safety net; a real change touches few).
 const MAX_WORK: usize = 100_000;
 
-/// Places the member of `event` and whoever waits on it.
-pub async fn apply(pool: &PgPool, event: &EventEnvelope, member: Uuid) -> Result<(), ProcessError> {
-    let tenant = event.tenant_id;
+/// Places the members of a batch of one company's events, and whoever waits on them, in one
+/// transaction; returns one result per event. If the batch fails, each event is retried alone
+/// so that one bad event does not fail the others.
+pub async fn apply_batch(
+    pool: &PgPool,
+    tenant: Uuid,
+    events: Vec<(EventEnvelope, Uuid)>,
+) -> Vec<Result<(), ProcessError>> {
+    match apply(pool, tenant, &events).await {
+        Ok(()) => vec![Ok(()); events.len()],
+        Err(err) if events.len() == 1 => vec![Err(err)],
+        Err(err) => {
+            tracing::warn!(tenant_id = %tenant, events = events.len(), error = %err, "batch failed; retrying its events one by one");
+            let mut results = Vec::with_capacity(events.len());
+            for event in &events {
+                results.push(apply(pool, tenant, std::slice::from_ref(event)).await);
+            }
+            results
+        }
+    }
+}
+
+async fn apply(pool: &PgPool, tenant: Uuid, events: &[(EventEnvelope, Uuid)]) -> Result<(), ProcessError> {
     let mut tx = pool.begin().await?;
+    // Claims first, in entity order (no deadlock between replicas), outside the company lock:
+    // a stale event (its newer state was already placed) never waits for it.
+    let mut ordered: Vec<&(EventEnvelope, Uuid)> = events.iter().collect();
+    ordered.sort_by(|a, b| (&a.0.entity_id, a.0.version).cmp(&(&b.0.entity_id, b.0.version)));
+    let mut fresh = Vec::new();
+    for (event, member) in ordered {
+        if versions::claim(&mut tx, SERVICE, tenant, &event.entity_id, event.version).await? == Claim::Fresh
+            && !fresh.contains(member)
+        {
+            fresh.push(*member);
+        }
+    }
+    if fresh.is_empty() {
+        tx.commit().await?;
+        return Ok(());
+    }
     sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("hierarchy:{tenant}"))
         .execute(&mut *tx)
         .await?;
-    if versions::claim(&mut tx, SERVICE, tenant, &event.entity_id, event.version).await? == Claim::Stale {
-        return Ok(());
+    let mut work: VecDeque<Uuid> = VecDeque::new();
+    for member in fresh {
+        work.extend(refresh(&mut tx, tenant, member).await?);
     }
-    let mut work: VecDeque<Uuid> = refresh(&mut tx, tenant, member).await?.into();
-    let mut queued: HashSet<Uuid> = work.iter().copied().collect();
+    let mut queued: HashSet<Uuid> = HashSet::new();
+    work.retain(|m| queued.insert(*m));
     let mut done = 0;
     while let Some(next) = work.pop_front() {
         queued.remove(&next);
         done += 1;
         if done > MAX_WORK {
-            return Err(ProcessError::Permanent(format!("more than {MAX_WORK} members to re-place for one event")));
+            return Err(ProcessError::Permanent(format!("more than {MAX_WORK} members to re-place for one batch")));
         }
         if resolve(&mut tx, tenant, next).await? {
             // A link that moved may open or close a path a refused cycle ran along.
@@ -53,7 +92,8 @@ pub async fn apply(pool: &PgPool, event: &EventEnvelope, member: Uuid) -> Result
             }
         }
     }
-    metrics::histogram!("hierarchy_members_resolved_per_event").record(done as f64);
+    metrics::histogram!("hierarchy_batch_events").record(events.len() as f64);
+    metrics::histogram!("hierarchy_members_resolved_per_batch").record(done as f64);
     tx.commit().await?;
     Ok(())
 }
