@@ -1,15 +1,18 @@
-//! One member event: refresh that member's node (its keys and references), then re-resolve
-//! it and every member its change can affect — those whose references name its old or new
-//! keys (indexed lookups, never a rescan), and refused cycles whose path it is on.
+//! A batch of one company's member events: refresh those members' nodes (keys and
+//! references), then re-resolve them and every member their change can affect — those whose
+//! references name their old or new keys (indexed lookups, never a rescan), and refused cycles
+//! whose path a moved link is on.
 //!
 //! Resolution reads other members' links (chains for cycles, keys for matches), so a company's
 //! hierarchy is written by one transaction at a time (an advisory lock per tenant); companies
 //! proceed in parallel. Without it, two reports arriving at once could each miss the other's
 //! manager, or two links each see no cycle and together close one. Concurrent deliveries of
-//! one company are batched (`muster_infra::worker::batch`) so that they share that
-//! transaction instead of queueing for the lock one by one.
+//! one company are batched (`muster_infra::worker::batch`) into that transaction, and the work
+//! is set-based: a handful of statements per batch, not per member. Only a member that is (or
+//! becomes, in this batch) someone's manager can close a cycle by getting a manager; those are
+//! linked one by one, each after walking the chain above its new manager.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_domain::hierarchy::{Matches, References, Resolution, Via, choose, cycle_through, email_key, name_key};
@@ -23,8 +26,8 @@ use crate::SERVICE;
 
 /// How far up a chain the cycle check walks; deeper org charts are not expected.
 const MAX_CHAIN: i32 = 10_000;
-/// Members re-resolved for one event at most (a safety net; a real change touches few).
-const MAX_WORK: usize = 100_000;
+/// Rounds of re-resolution (refused cycles re-examined after links moved) per batch.
+const MAX_ROUNDS: usize = 64;
 
 /// Places the members of a batch of one company's events, and whoever waits on them, in one
 /// transaction; returns one result per event. If the batch fails, each event is retried alone
@@ -38,7 +41,8 @@ pub async fn apply_batch(
         Ok(()) => vec![Ok(()); events.len()],
         Err(err) if events.len() == 1 => vec![Err(err)],
         Err(err) => {
-            tracing::warn!(tenant_id = %tenant, events = events.len(), error = %err, "batch failed; retrying its events one by one");
+            tracing::warn!(tenant_id = %tenant, events = events.len(), error = %err,
+                "batch failed; retrying its events one by one");
             let mut results = Vec::with_capacity(events.len());
             for event in &events {
                 results.push(apply(pool, tenant, std::slice::from_ref(event)).await);
@@ -70,30 +74,21 @@ async fn apply(pool: &PgPool, tenant: Uuid, events: &[(EventEnvelope, Uuid)]) ->
         .bind(format!("hierarchy:{tenant}"))
         .execute(&mut *tx)
         .await?;
-    let mut work: VecDeque<Uuid> = VecDeque::new();
-    for member in fresh {
-        work.extend(refresh(&mut tx, tenant, member).await?);
-    }
-    let mut queued: HashSet<Uuid> = HashSet::new();
-    work.retain(|m| queued.insert(*m));
-    let mut done = 0;
-    while let Some(next) = work.pop_front() {
-        queued.remove(&next);
-        done += 1;
-        if done > MAX_WORK {
-            return Err(ProcessError::Permanent(format!("more than {MAX_WORK} members to re-place for one batch")));
+    let mut work = refresh(&mut tx, tenant, &fresh).await?;
+    let mut placed = Vec::new();
+    let mut resolved = 0;
+    for _ in 0..MAX_ROUNDS {
+        if work.is_empty() {
+            break;
         }
-        if resolve(&mut tx, tenant, next).await? {
-            // A link that moved may open or close a path a refused cycle ran along.
-            for waiting in cycles_through(&mut tx, tenant, next).await? {
-                if queued.insert(waiting) {
-                    work.push_back(waiting);
-                }
-            }
-        }
+        resolved += work.len();
+        let moved = resolve(&mut tx, tenant, &work, &mut placed).await?;
+        // A link that moved may open or close the path a refused cycle ran along.
+        work = if moved.is_empty() { Vec::new() } else { cycles_through(&mut tx, tenant, &moved).await? };
     }
+    muster_infra::outbox::append(&mut tx, &placed, &muster_infra::telemetry::current_traceparent()).await?;
     metrics::histogram!("hierarchy_batch_events").record(events.len() as f64);
-    metrics::histogram!("hierarchy_members_resolved_per_batch").record(done as f64);
+    metrics::histogram!("hierarchy_members_resolved_per_batch").record(resolved as f64);
     tx.commit().await?;
     Ok(())
 }
@@ -101,6 +96,7 @@ async fn apply(pool: &PgPool, tenant: Uuid, events: &[(EventEnvelope, Uuid)]) ->
 /// A member as the members table has it, next to the node the hierarchy last made of it.
 #[derive(sqlx::FromRow)]
 struct MemberRow {
+    scim_user_id: Uuid,
     status: String,
     primary_email: Option<String>,
     manager_scim_id: Option<String>,
@@ -119,13 +115,13 @@ struct MemberRow {
     node_ref_manual: Option<bool>,
 }
 
-/// Copies the member's keys and references into its node; returns the members to re-resolve:
-/// the member itself when its references or status changed, and, when its keys changed,
-/// everyone whose references name the old or new ones. A change the hierarchy does not care
-/// about (a title, a phone) costs one read.
-async fn refresh(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<Vec<Uuid>> {
-    let row: Option<MemberRow> = sqlx::query_as(
-        "select m.status, m.primary_email, m.manager_scim_id, m.manager_email, m.manager_full_name,
+/// Copies the members' keys and references into their nodes; returns the members to
+/// re-resolve: those whose references or status changed, and, for those whose keys changed,
+/// everyone whose references name the old or new keys. A change the hierarchy does not care
+/// about (a title, a phone) costs nothing more than the read.
+async fn refresh(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    let rows: Vec<MemberRow> = sqlx::query_as(
+        "select m.scim_user_id, m.status, m.primary_email, m.manager_scim_id, m.manager_email, m.manager_full_name,
                 m.profile->>'given_name' as given_name, m.profile->>'family_name' as family_name,
                 coalesce((m.profile->'manager_ref'->>'manual')::boolean, false) as manual,
                 n.member_status as node_status, n.candidate as node_candidate, n.email_key as node_email_key,
@@ -133,36 +129,51 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::R
                 n.ref_name as node_ref_name, n.ref_manual as node_ref_manual
          from members.members m
          left join hierarchy.nodes n on n.tenant_id = m.tenant_id and n.scim_user_id = m.scim_user_id
-         where m.tenant_id = $1 and m.scim_user_id = $2",
+         where m.tenant_id = $1 and m.scim_user_id = any($2)",
     )
     .bind(tenant)
-    .bind(member)
-    .fetch_optional(&mut *conn)
+    .bind(members)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(Vec::new()) };
-    let refs = References::new(
-        row.manager_scim_id.as_deref(),
-        row.manager_email.as_deref(),
-        row.manager_full_name.as_deref(),
-        row.manual,
-    );
-    let candidate = row.status != "skipped";
-    let email = row.primary_email.as_deref().map(email_key);
-    let name = name_key(row.given_name.as_deref(), row.family_name.as_deref());
-    let keys_changed =
-        row.node_candidate != Some(candidate) || row.node_email_key != email || row.node_name_key != name;
-    let own_changed = row.node_status.as_deref() != Some(row.status.as_str())
-        || row.node_ref_id != refs.id
-        || row.node_ref_email != refs.email
-        || row.node_ref_name != refs.name
-        || row.node_ref_manual != Some(refs.manual);
-    if !keys_changed && !own_changed {
-        return Ok(Vec::new());
+    let mut upsert = NodeColumns::default();
+    let mut work = Vec::new();
+    let (mut key_ids, mut key_emails, mut key_names) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows {
+        let refs = References::new(
+            row.manager_scim_id.as_deref(),
+            row.manager_email.as_deref(),
+            row.manager_full_name.as_deref(),
+            row.manual,
+        );
+        let candidate = row.status != "skipped";
+        let email = row.primary_email.as_deref().map(email_key);
+        let name = name_key(row.given_name.as_deref(), row.family_name.as_deref());
+        let keys_changed =
+            row.node_candidate != Some(candidate) || row.node_email_key != email || row.node_name_key != name;
+        let own_changed = row.node_status.as_deref() != Some(row.status.as_str())
+            || row.node_ref_id != refs.id
+            || row.node_ref_email != refs.email
+            || row.node_ref_name != refs.name
+            || row.node_ref_manual != Some(refs.manual);
+        if !keys_changed && !own_changed {
+            continue;
+        }
+        work.push(row.scim_user_id);
+        if keys_changed {
+            key_ids.push(row.scim_user_id.to_string());
+            key_emails.extend(row.node_email_key.clone().into_iter().chain(email.clone()));
+            key_names.extend(row.node_name_key.clone().into_iter().chain(name.clone()));
+        }
+        upsert.push(row.scim_user_id, row.status, candidate, email, name, refs);
+    }
+    if work.is_empty() {
+        return Ok(work);
     }
     sqlx::query(
         "insert into hierarchy.nodes (tenant_id, scim_user_id, member_status, candidate, email_key, name_key,
                                       ref_id, ref_email, ref_name, ref_manual)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         select $1, u.* from unnest($2::uuid[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::text[],
+                                    $8::text[], $9::text[], $10::bool[]) as u
          on conflict (tenant_id, scim_user_id) do update set
              member_status = excluded.member_status, candidate = excluded.candidate,
              email_key = excluded.email_key, name_key = excluded.name_key, ref_id = excluded.ref_id,
@@ -170,39 +181,75 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::R
              updated_at = now()",
     )
     .bind(tenant)
-    .bind(member)
-    .bind(&row.status)
-    .bind(candidate)
-    .bind(&email)
-    .bind(&name)
-    .bind(&refs.id)
-    .bind(&refs.email)
-    .bind(&refs.name)
-    .bind(refs.manual)
+    .bind(&upsert.ids)
+    .bind(&upsert.statuses)
+    .bind(&upsert.candidates)
+    .bind(&upsert.emails)
+    .bind(&upsert.names)
+    .bind(&upsert.ref_ids)
+    .bind(&upsert.ref_emails)
+    .bind(&upsert.ref_names)
+    .bind(&upsert.ref_manuals)
     .execute(&mut *conn)
     .await?;
-    let mut work = vec![member];
-    if keys_changed {
-        let emails: Vec<&str> = [row.node_email_key.as_deref(), email.as_deref()].into_iter().flatten().collect();
-        let names: Vec<&str> = [row.node_name_key.as_deref(), name.as_deref()].into_iter().flatten().collect();
+    if !key_ids.is_empty() {
         let waiting: Vec<Uuid> = sqlx::query_scalar(
-            "select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_id = $2::text
+            "select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_id = any($2)
              union select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_email = any($3)
              union select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_name = any($4)",
         )
         .bind(tenant)
-        .bind(member.to_string())
-        .bind(&emails)
-        .bind(&names)
+        .bind(&key_ids)
+        .bind(&key_emails)
+        .bind(&key_names)
         .fetch_all(&mut *conn)
         .await?;
-        work.extend(waiting.into_iter().filter(|w| *w != member));
+        let mut seen: HashSet<Uuid> = work.iter().copied().collect();
+        work.extend(waiting.into_iter().filter(|w| seen.insert(*w)));
     }
     Ok(work)
 }
 
+/// The columns of node upserts, one array per column.
+#[derive(Default)]
+struct NodeColumns {
+    ids: Vec<Uuid>,
+    statuses: Vec<String>,
+    candidates: Vec<bool>,
+    emails: Vec<Option<String>>,
+    names: Vec<Option<String>>,
+    ref_ids: Vec<Option<String>>,
+    ref_emails: Vec<Option<String>>,
+    ref_names: Vec<Option<String>>,
+    ref_manuals: Vec<bool>,
+}
+
+impl NodeColumns {
+    fn push(
+        &mut self,
+        id: Uuid,
+        status: String,
+        candidate: bool,
+        email: Option<String>,
+        name: Option<String>,
+        refs: References,
+    ) {
+        self.ids.push(id);
+        self.statuses.push(status);
+        self.candidates.push(candidate);
+        self.emails.push(email);
+        self.names.push(name);
+        self.ref_ids.push(refs.id);
+        self.ref_emails.push(refs.email);
+        self.ref_names.push(refs.name);
+        self.ref_manuals.push(refs.manual);
+    }
+}
+
+/// A node to re-resolve, with the members its references name and whether it has reports.
 #[derive(sqlx::FromRow)]
 struct Node {
+    scim_user_id: Uuid,
     member_status: String,
     ref_id: Option<String>,
     ref_email: Option<String>,
@@ -214,6 +261,10 @@ struct Node {
     detail: Option<String>,
     candidates: Option<Vec<Uuid>>,
     cycle_path: Option<Vec<Uuid>>,
+    by_id: Option<Uuid>,
+    by_email: Vec<Uuid>,
+    by_name: Vec<Uuid>,
+    has_reports: bool,
 }
 
 /// What a node's link columns will hold.
@@ -258,131 +309,162 @@ impl Link {
         }
         link
     }
+
+    fn is_stored_in(&self, node: &Node) -> bool {
+        node.manager_id == self.manager_id
+            && node.resolution == self.resolution
+            && node.via.as_deref() == self.via
+            && node.detail == self.detail
+            && node.candidates == self.candidates
+            && node.cycle_path == self.cycle_path
+    }
 }
 
-/// Re-resolves one member's link and stores it; true when the manager changed (then
-/// `member.placed` is in the outbox).
-async fn resolve(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<bool> {
-    let node: Option<Node> = sqlx::query_as(
-        "select member_status, ref_id, ref_email, ref_name, ref_manual, manager_id, resolution, via, detail,
-                candidates, cycle_path
-         from hierarchy.nodes where tenant_id = $1 and scim_user_id = $2",
-    )
-    .bind(tenant)
-    .bind(member)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(node) = node else { return Ok(false) };
+/// The resolution of a node from its references and matches, before any cycle check.
+fn first_choice(node: &Node) -> Resolution {
+    if node.member_status == "skipped" {
+        return Resolution::None { detail: Some("a skipped member is not placed until it is imported".into()) };
+    }
     let refs = References {
         id: node.ref_id.clone(),
         email: node.ref_email.clone(),
         name: node.ref_name.clone(),
         manual: node.ref_manual,
     };
-    let resolution = if node.member_status == "skipped" {
-        Resolution::None { detail: Some("a skipped member is not placed until it is imported".into()) }
-    } else if refs.is_empty() {
-        Resolution::None { detail: None }
-    } else {
-        let matches = matches(conn, tenant, &refs).await?;
-        match choose(member, &refs, &matches) {
-            Resolution::Resolved { manager, via } => match closes_cycle(conn, tenant, member, manager).await? {
-                Some(path) => Resolution::Cycle { path },
-                None => Resolution::Resolved { manager, via },
-            },
-            other => other,
-        }
-    };
-    let link = Link::of(&resolution);
-    let unchanged = node.manager_id == link.manager_id
-        && node.resolution == link.resolution
-        && node.via.as_deref() == link.via
-        && node.detail == link.detail
-        && node.candidates == link.candidates
-        && node.cycle_path == link.cycle_path;
-    if unchanged {
-        return Ok(false);
-    }
-    let moved = node.manager_id != link.manager_id;
-    let version: i64 = sqlx::query_scalar(
-        "update hierarchy.nodes set manager_id = $3, resolution = $4, via = $5, detail = $6, candidates = $7,
-                cycle_path = $8, link_version = link_version + case when $9 then 1 else 0 end, updated_at = now()
-         where tenant_id = $1 and scim_user_id = $2 returning link_version",
-    )
-    .bind(tenant)
-    .bind(member)
-    .bind(link.manager_id)
-    .bind(link.resolution)
-    .bind(link.via)
-    .bind(&link.detail)
-    .bind(&link.candidates)
-    .bind(&link.cycle_path)
-    .bind(moved)
-    .fetch_one(&mut *conn)
-    .await?;
-    metrics::counter!("hierarchy_resolutions_total", "status" => link.resolution).increment(1);
-    if !moved {
-        return Ok(false);
-    }
-    let event = EventEnvelope::new(tenant, EventKind::MemberPlaced, member.to_string(), version, chrono::Utc::now())
-        .with_data(json!({"manager_id": link.manager_id, "previous_manager_id": node.manager_id, "via": link.via}));
-    muster_infra::outbox::append(conn, &[event], &muster_infra::telemetry::current_traceparent()).await?;
-    tracing::info!(tenant_id = %tenant, scim_user_id = %member, manager_id = ?link.manager_id,
-        previous = ?node.manager_id, resolution = link.resolution, "member placed");
-    Ok(true)
+    let matches = Matches { by_id: node.by_id, by_email: node.by_email.clone(), by_name: node.by_name.clone() };
+    choose(node.scim_user_id, &refs, &matches)
 }
 
-/// The possible managers each reference names (at most a few per reference: more than one
-/// already makes it ambiguous).
-async fn matches(conn: &mut PgConnection, tenant: Uuid, refs: &References) -> sqlx::Result<Matches> {
-    let id = refs.id.as_deref().and_then(|i| i.parse::<Uuid>().ok());
-    let (by_id, by_email, by_name): (Option<Uuid>, Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(
-        "select (select scim_user_id from hierarchy.nodes where tenant_id = $1 and scim_user_id = $2 and candidate),
-                array(select scim_user_id from hierarchy.nodes
-                      where tenant_id = $1 and email_key = $3 and candidate order by scim_user_id limit 10),
-                array(select scim_user_id from hierarchy.nodes
-                      where tenant_id = $1 and name_key = $4 and candidate order by scim_user_id limit 10)",
-    )
-    .bind(tenant)
-    .bind(id)
-    .bind(&refs.email)
-    .bind(&refs.name)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Matches { by_id, by_email, by_name })
-}
-
-/// The path of the cycle linking `member` to `manager` would close, if it would. Only a member
-/// with reports can be above its would-be manager, so leaves skip the walk.
-async fn closes_cycle(
+/// Re-resolves `members`' links and stores the changed ones; appends a `member.placed` event
+/// to `placed` for each member whose manager changed, and returns those members.
+async fn resolve(
     conn: &mut PgConnection,
     tenant: Uuid,
-    member: Uuid,
-    manager: Uuid,
-) -> sqlx::Result<Option<Vec<Uuid>>> {
-    if manager != member {
-        let has_reports: bool =
-            sqlx::query_scalar("select exists(select 1 from hierarchy.nodes where tenant_id = $1 and manager_id = $2)")
-                .bind(tenant)
-                .bind(member)
-                .fetch_one(&mut *conn)
-                .await?;
-        if !has_reports {
-            return Ok(None);
-        }
-    }
-    let above = muster_members::org::managers_above(&mut *conn, tenant, manager, MAX_CHAIN).await?;
-    Ok(cycle_through(member, manager, &above))
-}
-
-/// Members whose link was refused as a cycle running through `member`.
-async fn cycles_through(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "select scim_user_id from hierarchy.nodes
-         where tenant_id = $1 and resolution = 'cycle' and cycle_path @> array[$2::uuid] and scim_user_id <> $2",
+    members: &[Uuid],
+    placed: &mut Vec<EventEnvelope>,
+) -> sqlx::Result<Vec<Uuid>> {
+    let nodes: Vec<Node> = sqlx::query_as(
+        "select w.scim_user_id, w.member_status, w.ref_id, w.ref_email, w.ref_name, w.ref_manual, w.manager_id,
+                w.resolution, w.via, w.detail, w.candidates, w.cycle_path,
+                (select n.scim_user_id from hierarchy.nodes n
+                 where n.tenant_id = $1 and n.candidate
+                   and n.scim_user_id = case when w.ref_id ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
+                                             then w.ref_id::uuid end) as by_id,
+                array(select n.scim_user_id from hierarchy.nodes n
+                      where n.tenant_id = $1 and n.candidate and n.email_key = w.ref_email
+                      order by n.scim_user_id limit 10) as by_email,
+                array(select n.scim_user_id from hierarchy.nodes n
+                      where n.tenant_id = $1 and n.candidate and n.name_key = w.ref_name
+                      order by n.scim_user_id limit 10) as by_name,
+                exists(select 1 from hierarchy.nodes r where r.tenant_id = $1 and r.manager_id = w.scim_user_id)
+                    as has_reports
+         from hierarchy.nodes w where w.tenant_id = $1 and w.scim_user_id = any($2)",
     )
     .bind(tenant)
-    .bind(member)
+    .bind(members)
+    .fetch_all(&mut *conn)
+    .await?;
+    let choices: Vec<Resolution> = nodes.iter().map(first_choice).collect();
+    // Who will have reports after this batch: only they can close a cycle by getting a manager.
+    let mut managers: HashSet<Uuid> = nodes.iter().filter(|n| n.has_reports).map(|n| n.scim_user_id).collect();
+    managers.extend(choices.iter().filter_map(Resolution::manager));
+
+    let mut bulk = Vec::new();
+    let mut one_by_one = Vec::new();
+    for (node, choice) in nodes.iter().zip(choices) {
+        match choice.manager() {
+            Some(_) if managers.contains(&node.scim_user_id) => one_by_one.push((node, choice)),
+            _ => bulk.push((node, Link::of(&choice))),
+        }
+    }
+    let mut moved = Vec::new();
+    store(conn, tenant, &bulk, placed, &mut moved).await?;
+    for (node, choice) in one_by_one {
+        let resolution = match choice {
+            Resolution::Resolved { manager, via } => {
+                let above = muster_members::org::managers_above(&mut *conn, tenant, manager, MAX_CHAIN).await?;
+                match cycle_through(node.scim_user_id, manager, &above) {
+                    Some(path) => Resolution::Cycle { path },
+                    None => Resolution::Resolved { manager, via },
+                }
+            }
+            other => other,
+        };
+        store(conn, tenant, &[(node, Link::of(&resolution))], placed, &mut moved).await?;
+    }
+    Ok(moved)
+}
+
+/// Writes the links that changed, in one statement; records the moved ones.
+async fn store(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    links: &[(&Node, Link)],
+    placed: &mut Vec<EventEnvelope>,
+    moved: &mut Vec<Uuid>,
+) -> sqlx::Result<()> {
+    let changed: Vec<&(&Node, Link)> = links.iter().filter(|(node, link)| !link.is_stored_in(node)).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = changed.iter().map(|(n, _)| n.scim_user_id).collect();
+    let managers: Vec<Option<Uuid>> = changed.iter().map(|(_, l)| l.manager_id).collect();
+    let resolutions: Vec<&str> = changed.iter().map(|(_, l)| l.resolution).collect();
+    let vias: Vec<Option<&str>> = changed.iter().map(|(_, l)| l.via).collect();
+    let details: Vec<Option<&str>> = changed.iter().map(|(_, l)| l.detail.as_deref()).collect();
+    // Ragged uuid lists travel as array literals.
+    let literal = |list: &Option<Vec<Uuid>>| {
+        list.as_ref().map(|l| format!("{{{}}}", l.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",")))
+    };
+    let candidates: Vec<Option<String>> = changed.iter().map(|(_, l)| literal(&l.candidates)).collect();
+    let paths: Vec<Option<String>> = changed.iter().map(|(_, l)| literal(&l.cycle_path)).collect();
+    let moves: Vec<bool> = changed.iter().map(|(n, l)| n.manager_id != l.manager_id).collect();
+    let written: Vec<(Uuid, i64, bool)> = sqlx::query_as(
+        "update hierarchy.nodes n set manager_id = u.manager_id, resolution = u.resolution, via = u.via,
+                detail = u.detail, candidates = u.candidates::uuid[], cycle_path = u.cycle_path::uuid[],
+                link_version = n.link_version + case when u.moved then 1 else 0 end, updated_at = now()
+         from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[])
+              as u(id, manager_id, resolution, via, detail, candidates, cycle_path, moved)
+         where n.tenant_id = $1 and n.scim_user_id = u.id
+         returning n.scim_user_id, n.link_version, u.moved",
+    )
+    .bind(tenant)
+    .bind(&ids)
+    .bind(&managers)
+    .bind(&resolutions)
+    .bind(&vias)
+    .bind(&details)
+    .bind(&candidates)
+    .bind(&paths)
+    .bind(&moves)
+    .fetch_all(&mut *conn)
+    .await?;
+    let version_of: HashMap<Uuid, i64> =
+        written.into_iter().filter(|(_, _, moved)| *moved).map(|(id, version, _)| (id, version)).collect();
+    for (node, link) in changed {
+        metrics::counter!("hierarchy_resolutions_total", "status" => link.resolution).increment(1);
+        let Some(version) = version_of.get(&node.scim_user_id) else { continue };
+        let member = node.scim_user_id;
+        placed.push(
+            EventEnvelope::new(tenant, EventKind::MemberPlaced, member.to_string(), *version, chrono::Utc::now())
+                .with_data(json!({"manager_id": link.manager_id, "previous_manager_id": node.manager_id,
+                                  "via": link.via})),
+        );
+        moved.push(member);
+        tracing::info!(tenant_id = %tenant, scim_user_id = %member, manager_id = ?link.manager_id,
+            previous = ?node.manager_id, resolution = link.resolution, "member placed");
+    }
+    Ok(())
+}
+
+/// Members whose link was refused as a cycle running through one of `moved`.
+async fn cycles_through(conn: &mut PgConnection, tenant: Uuid, moved: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "select scim_user_id from hierarchy.nodes
+         where tenant_id = $1 and resolution = 'cycle' and cycle_path && $2::uuid[]",
+    )
+    .bind(tenant)
+    .bind(moved)
     .fetch_all(conn)
     .await
 }
