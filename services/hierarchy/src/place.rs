@@ -11,6 +11,9 @@
 //! is set-based: a handful of statements per batch, not per member. Only a member that is (or
 //! becomes, in this batch) someone's manager can close a cycle by getting a manager; those are
 //! linked one by one, each after walking the chain above its new manager.
+//!
+//! The batch statements are planned each time (`persistent(false)`): a plan cached while the
+//! company was small scans its whole node table once it is large.
 
 use std::collections::{HashMap, HashSet};
 
@@ -131,6 +134,7 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -> sql
          left join hierarchy.nodes n on n.tenant_id = m.tenant_id and n.scim_user_id = m.scim_user_id
          where m.tenant_id = $1 and m.scim_user_id = any($2)",
     )
+    .persistent(false)
     .bind(tenant)
     .bind(members)
     .fetch_all(&mut *conn)
@@ -180,6 +184,7 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -> sql
              ref_email = excluded.ref_email, ref_name = excluded.ref_name, ref_manual = excluded.ref_manual,
              updated_at = now()",
     )
+    .persistent(false)
     .bind(tenant)
     .bind(&upsert.ids)
     .bind(&upsert.statuses)
@@ -198,6 +203,7 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -> sql
              union select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_email = any($3)
              union select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_name = any($4)",
         )
+        .persistent(false)
         .bind(tenant)
         .bind(&key_ids)
         .bind(&key_emails)
@@ -360,6 +366,7 @@ async fn resolve(
                     as has_reports
          from hierarchy.nodes w where w.tenant_id = $1 and w.scim_user_id = any($2)",
     )
+    .persistent(false)
     .bind(tenant)
     .bind(members)
     .fetch_all(&mut *conn)
@@ -428,6 +435,7 @@ async fn store(
          where n.tenant_id = $1 and n.scim_user_id = u.id
          returning n.scim_user_id, n.link_version, u.moved",
     )
+    .persistent(false)
     .bind(tenant)
     .bind(&ids)
     .bind(&managers)
