@@ -1,6 +1,8 @@
 //! Muster's pure business rules: no IO, no clock. Profile normalization (phones, countries,
-//! subdivisions, locales, time zones) and company domains; the normalizer worker applies them.
+//! subdivisions, locales, time zones), company domains and provenance (the normalizer and the
+//! admin API apply them), manager resolution (the hierarchy worker), and assignments.
 
+pub mod assignment;
 pub mod company_domain;
 pub mod country;
 pub mod hierarchy;
