@@ -3,6 +3,7 @@
 //! documents with stable types (`problem::PROBLEM_TYPES`); the API is described by the
 //! OpenAPI document served at `/api/v1/openapi.json`.
 
+pub mod assignments;
 pub mod dlq;
 pub mod members;
 pub mod org;
@@ -105,6 +106,10 @@ pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
         .route("/members/{id}/reports", get(org::reports))
         .route("/members/{id}/chain", get(org::chain))
         .route("/org-tree", get(org::tree))
+        .route("/catalog", get(assignments::get_catalog).put(assignments::put_catalog))
+        .route("/assignments", get(assignments::list).post(assignments::create))
+        .route("/assignments/order", axum::routing::put(assignments::order))
+        .route("/assignments/{id}", get(assignments::get).put(assignments::put).delete(assignments::delete))
         .route("/provisioning-log", get(members::provisioning_log))
         .route("/settings", get(settings::get).put(settings::put))
         .route("/dlq", get(dlq::list))

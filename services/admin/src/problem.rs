@@ -19,6 +19,10 @@ pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("invalid-setting", 422, "a company setting's value is refused; `detail` names the setting and why"),
     ("field-locked", 409, "a member field came from Entra ID, or was already set manually once; see `errors`"),
     ("invalid-field", 422, "a manual member value is unknown or invalid; see `errors`"),
+    ("invalid-catalog", 422, "the catalog is inconsistent or drops something an assignment uses; see `errors`"),
+    ("invalid-assignment", 422, "an assignment names unknown groups, seats, workspaces or capture kinds; see `errors`"),
+    ("name-taken", 409, "another assignment already has this name"),
+    ("default-assignment", 409, "the default assignment cannot be deleted"),
     ("member-gone", 409, "the member's SCIM user was deleted; the member is kept for history only"),
     ("unavailable", 503, "PostgreSQL or RabbitMQ is unreachable; retry later"),
     ("internal", 500, "an unexpected failure; it was logged with the request's trace"),
@@ -90,6 +94,26 @@ impl Problem {
             ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid field", "invalid-field", detail)
         }
     }
+    fn listed(status: StatusCode, title: &'static str, kind: &'static str, problems: Vec<String>) -> Self {
+        let errors: Vec<serde_json::Value> = problems.iter().map(|p| json!({"reason": p})).collect();
+        Problem { errors: Some(json!(errors)), ..Problem::new(status, title, kind, problems.join("; ")) }
+    }
+    /// 422: the catalog is refused, with every problem.
+    pub fn invalid_catalog(problems: Vec<String>) -> Self {
+        Problem::listed(StatusCode::UNPROCESSABLE_ENTITY, "Invalid catalog", "invalid-catalog", problems)
+    }
+    /// 422: an assignment is refused, with every problem.
+    pub fn invalid_assignment(problems: Vec<String>) -> Self {
+        Problem::listed(StatusCode::UNPROCESSABLE_ENTITY, "Invalid assignment", "invalid-assignment", problems)
+    }
+    /// 409: the name is another assignment's.
+    pub fn name_taken(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::CONFLICT, "Name taken", "name-taken", detail)
+    }
+    /// 409: the default assignment stays.
+    pub fn default_assignment(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::CONFLICT, "Default assignment", "default-assignment", detail)
+    }
     /// 409: the member's SCIM user is gone.
     pub fn member_gone(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::CONFLICT, "Member gone", "member-gone", detail)
@@ -154,6 +178,10 @@ mod tests {
             Problem::field_locked("x", json!([])),
             Problem::invalid_field("x", json!([])),
             Problem::member_gone("x"),
+            Problem::invalid_catalog(vec!["x".into()]),
+            Problem::invalid_assignment(vec!["x".into()]),
+            Problem::name_taken("x"),
+            Problem::default_assignment("x"),
             Problem::from(sqlx::Error::RowNotFound),
         ];
         for p in problems {

@@ -243,6 +243,7 @@ async fn the_openapi_document_describes_every_route_and_every_error_has_a_stable
                 "put" => app.http.put(&url).json(&json!({})),
                 "patch" => app.http.patch(&url).json(&json!({"title": "x"})),
                 "post" => app.http.post(&url).json(&json!({"all": true})),
+                "delete" => app.http.delete(&url),
                 other => panic!("undocumented method {other}"),
             };
             let r = request.bearer_auth(&tenant.admin_token).send().await.unwrap();
@@ -264,4 +265,96 @@ async fn the_openapi_document_describes_every_route_and_every_error_has_a_stable
     assert_eq!(r.status(), 405);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["type"], "https://muster.example/problems/method-not-allowed");
+}
+
+#[tokio::test]
+async fn the_catalog_and_assignments_are_validated_ordered_and_the_default_stays() {
+    let db = TestDb::create().await;
+    let tenant = db.create_tenant("Contoso", "contoso.com").await;
+    let app = AdminApp::start(&db, test_amqp(&broker_url())).await;
+    let token = &tenant.admin_token;
+    let (status, listing, _) = app.get("/api/v1/assignments", token).await;
+    assert_eq!(status, 200);
+    let default = &listing["assignments"][0];
+    assert_eq!((default["name"].as_str(), default["is_default"].as_bool()), (Some("Default"), Some(true)));
+    assert_eq!((default["seats"].clone(), default["capture"].clone()), (json!([]), json!({})), "gives nothing");
+    let (_, catalog, _) = app.get("/api/v1/catalog", token).await;
+    let kinds: Vec<&str> =
+        catalog["catalog"]["capture_kinds"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["web_conferences", "telephony", "email"]);
+
+    let catalog = json!({
+        "seat_types": [{"key": "recorder", "name": "Recorder", "capacity": 100}],
+        "capture_kinds": [{"key": "web_conferences", "name": "Web", "requires_seat": "recorder"},
+                          {"key": "telephony", "name": "Phone", "requires_seat": "recorder"},
+                          {"key": "email", "name": "E-mail"}],
+        "workspaces": [{"key": "sales", "name": "Sales", "profiles": [{"key": "rep", "name": "Rep"}]}]
+    });
+    let (status, body) = app.put("/api/v1/catalog", token, catalog.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let mut broken = catalog.clone();
+    broken["capture_kinds"][2]["requires_seat"] = json!("pilot");
+    let (status, problem) = app.put("/api/v1/catalog", token, broken).await;
+    assert_eq!((status, problem["type"].as_str()), (422, Some("https://muster.example/problems/invalid-catalog")));
+    assert!(problem["detail"].as_str().unwrap().contains("'pilot'"));
+
+    let group = uuid::Uuid::now_v7();
+    sqlx::query("insert into scim.groups (tenant_id, id, display_name, resource) values ($1, $2, 'Sales', '{}')")
+        .bind(tenant.id)
+        .bind(group)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let sales = json!({"name": "Sales team", "mode": "automatic", "groups": [group], "seats": ["recorder"],
+                       "permissions": {"sales": "rep"}, "capture": {"web_conferences": true}});
+    let (status, created) = app.post("/api/v1/assignments", token, sales.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["order"], 1);
+    let (status, problem) = app.post("/api/v1/assignments", token, sales.clone()).await;
+    assert_eq!((status, problem["type"].as_str()), (409, Some("https://muster.example/problems/name-taken")));
+    let wrong = json!({"name": "Ghosts", "mode": "sometimes", "groups": [uuid::Uuid::now_v7()], "seats": ["pilot"],
+                       "permissions": {"hr": "boss"}, "capture": {"fax": true}});
+    let (status, problem) = app.post("/api/v1/assignments", token, wrong).await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 5, "{problem}");
+    let (status, second) = app
+        .post("/api/v1/assignments", token, json!({"name": "Support", "mode": "manual", "capture": {"email": true}}))
+        .await;
+    assert_eq!((status, second["order"].clone()), (201, json!(2)));
+
+    // Reorder: Support first; the default stays last.
+    let (status, listing) =
+        app.put("/api/v1/assignments/order", token, json!({"ids": [second["id"], created["id"]]})).await;
+    assert_eq!(status, 200, "{listing}");
+    let names: Vec<&str> =
+        listing["assignments"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Support", "Sales team", "Default"]);
+    let (status, _) = app.put("/api/v1/assignments/order", token, json!({"ids": [second["id"]]})).await;
+    assert_eq!(status, 422, "every assignment exactly once");
+
+    // The catalog cannot drop what an assignment uses.
+    let mut shrunk = catalog.clone();
+    shrunk["workspaces"] = json!([]);
+    let (status, problem) = app.put("/api/v1/catalog", token, shrunk).await;
+    assert_eq!(status, 422);
+    assert!(problem["detail"].as_str().unwrap().contains("'Sales team'"), "{problem}");
+
+    let default_id = listing["assignments"][2]["id"].as_str().unwrap().to_string();
+    let delete =
+        |id: String| app.http.delete(format!("{}/api/v1/assignments/{id}", app.base)).bearer_auth(token).send();
+    let r = delete(default_id.clone()).await.unwrap();
+    assert_eq!(r.status(), 409);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["type"], "https://muster.example/problems/default-assignment");
+    let (status, _) = app
+        .put(
+            &format!("/api/v1/assignments/{default_id}"),
+            token,
+            json!({"name": "Default", "mode": "automatic", "groups": [group]}),
+        )
+        .await;
+    assert_eq!(status, 422, "the default assignment takes no groups");
+    assert_eq!(delete(second["id"].as_str().unwrap().to_string()).await.unwrap().status(), 204);
+    let (_, listing, _) = app.get("/api/v1/assignments", token).await;
+    assert_eq!(listing["assignments"].as_array().unwrap().len(), 2);
 }

@@ -320,3 +320,195 @@ mod tests {
         assert!(matches!(manager_may_toggle(true, boss, Some(boss), &auto), Err(EditRefused::Automatic { .. })));
     }
 }
+
+/// The company's catalogs: seat types (with optional purchased capacity), data-capture kinds,
+/// workspaces with their permission profiles, and the seat each capture kind or profile needs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    pub seat_types: Vec<SeatType>,
+    pub capture_kinds: Vec<CaptureKind>,
+    pub workspaces: Vec<Workspace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatType {
+    pub key: String,
+    pub name: String,
+    /// Seats purchased; `None`: unlimited.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureKind {
+    pub key: String,
+    pub name: String,
+    #[serde(default)]
+    pub requires_seat: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workspace {
+    pub key: String,
+    pub name: String,
+    pub profiles: Vec<PermissionProfile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionProfile {
+    pub key: String,
+    pub name: String,
+    #[serde(default)]
+    pub requires_seat: Option<String>,
+}
+
+fn duplicates<'a>(what: &str, keys: impl Iterator<Item = &'a str>, problems: &mut Vec<String>) {
+    let mut seen = BTreeSet::new();
+    for key in keys {
+        if key.trim().is_empty() {
+            problems.push(format!("a {what} has an empty key"));
+        } else if !seen.insert(key) {
+            problems.push(format!("{what} '{key}' is listed twice"));
+        }
+    }
+}
+
+impl Catalog {
+    /// Every problem with the catalog itself: empty or repeated keys, unknown seats required.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        duplicates("seat type", self.seat_types.iter().map(|s| s.key.as_str()), &mut problems);
+        duplicates("capture kind", self.capture_kinds.iter().map(|c| c.key.as_str()), &mut problems);
+        duplicates("workspace", self.workspaces.iter().map(|w| w.key.as_str()), &mut problems);
+        let seats: BTreeSet<&str> = self.seat_types.iter().map(|s| s.key.as_str()).collect();
+        let mut require = |what: String, seat: &Option<String>| {
+            if let Some(seat) = seat
+                && !seats.contains(seat.as_str())
+            {
+                problems.push(format!("{what} requires the unknown seat type '{seat}'"));
+            }
+        };
+        for kind in &self.capture_kinds {
+            require(format!("capture kind '{}'", kind.key), &kind.requires_seat);
+        }
+        for workspace in &self.workspaces {
+            for profile in &workspace.profiles {
+                require(format!("profile '{}' of workspace '{}'", profile.key, workspace.key), &profile.requires_seat);
+            }
+        }
+        for workspace in &self.workspaces {
+            duplicates(
+                &format!("profile of workspace '{}'", workspace.key),
+                workspace.profiles.iter().map(|p| p.key.as_str()),
+                &mut problems,
+            );
+        }
+        problems
+    }
+
+    /// Every problem with `settings` against this catalog: unknown seats, capture kinds,
+    /// workspaces or profiles.
+    pub fn problems_with(&self, settings: &Settings) -> Vec<String> {
+        let mut problems = Vec::new();
+        for seat in &settings.seats {
+            if !self.seat_types.iter().any(|s| &s.key == seat) {
+                problems.push(format!("unknown seat type '{seat}'"));
+            }
+        }
+        for kind in settings.capture.keys() {
+            if !self.capture_kinds.iter().any(|c| &c.key == kind) {
+                problems.push(format!("unknown data-capture kind '{kind}'"));
+            }
+        }
+        for (workspace, profile) in &settings.permissions {
+            match self.workspaces.iter().find(|w| &w.key == workspace) {
+                None => problems.push(format!("unknown workspace '{workspace}'")),
+                Some(w) if !w.profiles.iter().any(|p| &p.key == profile) => {
+                    problems.push(format!("workspace '{workspace}' has no permission profile '{profile}'"))
+                }
+                Some(_) => {}
+            }
+        }
+        problems
+    }
+
+    /// Which seat each setting needs.
+    pub fn seat_needs(&self) -> SeatNeeds {
+        SeatNeeds {
+            capture: self
+                .capture_kinds
+                .iter()
+                .filter_map(|c| c.requires_seat.clone().map(|s| (c.key.clone(), s)))
+                .collect(),
+            profiles: self
+                .workspaces
+                .iter()
+                .flat_map(|w| {
+                    w.profiles
+                        .iter()
+                        .filter_map(|p| p.requires_seat.clone().map(|s| ((w.key.clone(), p.key.clone()), s)))
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod catalog_tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        serde_json::from_value(serde_json::json!({
+            "seat_types": [{"key": "recorder", "name": "Recorder", "capacity": 10}, {"key": "viewer", "name": "Viewer"}],
+            "capture_kinds": [{"key": "web_conferences", "name": "Web", "requires_seat": "recorder"},
+                              {"key": "email", "name": "E-mail"}],
+            "workspaces": [{"key": "sales", "name": "Sales", "profiles": [
+                {"key": "editor", "name": "Editor", "requires_seat": "viewer"}, {"key": "reader", "name": "Reader"}]}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_consistent_catalog_has_no_problems_and_gives_the_seat_needs() {
+        let c = catalog();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let needs = c.seat_needs();
+        assert_eq!(needs.capture.get("web_conferences").map(String::as_str), Some("recorder"));
+        assert_eq!(needs.profiles.get(&("sales".into(), "editor".into())).map(String::as_str), Some("viewer"));
+        assert!(!needs.capture.contains_key("email"));
+    }
+
+    #[test]
+    fn repeated_keys_and_unknown_seats_are_reported() {
+        let mut c = catalog();
+        c.seat_types.push(SeatType { key: "viewer".into(), name: "Again".into(), capacity: None });
+        c.capture_kinds[1].requires_seat = Some("ghost".into());
+        let problems = c.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("'viewer' is listed twice")));
+        assert!(problems.iter().any(|p| p.contains("unknown seat type 'ghost'")));
+        assert!(serde_json::from_value::<Catalog>(serde_json::json!({"seat_types": []})).is_err());
+    }
+
+    #[test]
+    fn settings_must_name_what_the_catalog_has() {
+        let c = catalog();
+        let ok = Settings {
+            seats: ["recorder".to_string()].into(),
+            capture: [("email".to_string(), true)].into(),
+            permissions: [("sales".to_string(), "reader".to_string())].into(),
+        };
+        assert!(c.problems_with(&ok).is_empty());
+        let bad = Settings {
+            seats: ["pilot".to_string()].into(),
+            capture: [("fax".to_string(), true)].into(),
+            permissions: [("sales".to_string(), "owner".to_string()), ("hr".to_string(), "x".to_string())].into(),
+        };
+        assert_eq!(c.problems_with(&bad).len(), 4, "{:?}", c.problems_with(&bad));
+    }
+}

@@ -88,7 +88,36 @@ pub async fn create_tenant(conn: &mut PgConnection, name: &str, primary_domain: 
         .bind(tenant.id)
         .execute(&mut *conn)
         .await?;
+    // Every company starts with the documented capture kinds and a default assignment that
+    // gives nothing (DESIGN.md, "Assignments").
+    sqlx::query("insert into assignments.catalogs (tenant_id, catalog) values ($1, $2)")
+        .bind(tenant.id)
+        .bind(crate::tenancy::default_catalog())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "insert into assignments.assignments (id, tenant_id, name, mode, position, is_default)
+         values ($1, $2, 'Default', 'automatic', 2147483647, true)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant.id)
+    .execute(&mut *conn)
+    .await?;
     Ok(tenant)
+}
+
+/// The catalog a new company starts with: the documented data-capture kinds, no seat types,
+/// no workspaces.
+pub fn default_catalog() -> serde_json::Value {
+    serde_json::json!({
+        "seat_types": [],
+        "capture_kinds": [
+            {"key": "web_conferences", "name": "Web conferences"},
+            {"key": "telephony", "name": "Telephony"},
+            {"key": "email", "name": "E-mail"}
+        ],
+        "workspaces": []
+    })
 }
 
 /// A tenant's e-mail domains (primary first) and default time zone, in one query: what the
