@@ -184,6 +184,21 @@ async fn check(
     Ok(problems)
 }
 
+/// Binds an assignment's columns as `$3`…`$8` (name, mode, groups, seats, permissions,
+/// capture) after the statement's two keys.
+fn bind_body<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    body: &'q AssignmentBody,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(body.name.trim())
+        .bind(&body.mode)
+        .bind(&body.groups)
+        .bind(&body.seats)
+        .bind(json!(body.permissions))
+        .bind(json!(body.capture))
+}
+
 fn name_taken(err: &sqlx::Error, name: &str) -> Option<Problem> {
     (muster_infra::db::violated_constraint(err).as_deref() == Some("assignments_name"))
         .then(|| Problem::name_taken(format!("an assignment named '{name}' already exists")))
@@ -210,15 +225,8 @@ pub async fn create(
                   where tenant_id = $2 and not is_default), $5, $6, $7, $8)",
     )
     .bind(id)
-    .bind(tenant)
-    .bind(body.name.trim())
-    .bind(&body.mode)
-    .bind(&body.groups)
-    .bind(&body.seats)
-    .bind(json!(body.permissions))
-    .bind(json!(body.capture))
-    .execute(&mut *tx)
-    .await;
+    .bind(tenant);
+    let inserted = bind_body(inserted, &body).execute(&mut *tx).await;
     if let Err(err) = inserted {
         return Err(name_taken(&err, &body.name).unwrap_or_else(|| Problem::from(err)));
     }
@@ -272,15 +280,8 @@ pub async fn put(
          where tenant_id = $1 and id = $2",
     )
     .bind(tenant)
-    .bind(row.id)
-    .bind(body.name.trim())
-    .bind(&body.mode)
-    .bind(&body.groups)
-    .bind(&body.seats)
-    .bind(json!(body.permissions))
-    .bind(json!(body.capture))
-    .execute(&mut *tx)
-    .await;
+    .bind(row.id);
+    let updated = bind_body(updated, &body).execute(&mut *tx).await;
     if let Err(err) = updated {
         return Err(name_taken(&err, &body.name).unwrap_or_else(|| Problem::from(err)));
     }
