@@ -55,15 +55,10 @@ impl Handler for Hierarchy {
     }
 }
 
-/// Deliveries the hierarchy takes from the broker at once (at least): they mostly wait in the
-/// batcher for their company's transaction, and the more wait, the larger and cheaper the batch.
-const MIN_PREFETCH: u16 = 256;
-
-/// The hierarchy's tuning: a deep prefetch, and as many deliveries handled at once as
-/// prefetched (a waiting delivery holds no connection).
+/// Deliveries of one company mostly wait in the batcher for the company's transaction, so
+/// the worker handles as many at once as it prefetches: the more wait, the larger the batch.
 fn tuned(settings: &Settings) -> Settings {
     let mut settings = settings.clone();
-    settings.worker.prefetch = settings.worker.prefetch.max(MIN_PREFETCH);
     settings.worker.concurrency = settings.worker.concurrency.max(usize::from(settings.worker.prefetch));
     settings
 }
