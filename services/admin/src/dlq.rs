@@ -78,7 +78,7 @@ pub async fn show(
     Path(queue): Path<String>,
     params: Result<Query<ShowParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(params) = params.map_err(Problem::bad_query)?;
     let names = Names::new(state.amqp.prefix.clone());
     let dlq_name = resolve(&names, &queue)?;
     let limit = params.limit.unwrap_or(50).clamp(1, 1000);

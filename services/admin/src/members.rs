@@ -97,7 +97,7 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
-    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(params) = params.map_err(Problem::bad_query)?;
     if let Some(s) = &params.status
         && !["active", "deactivated", "skipped"].contains(&s.as_str())
     {
@@ -254,7 +254,7 @@ pub async fn provisioning_log(
     params: Result<Query<LogParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
-    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(params) = params.map_err(Problem::bad_query)?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let rows: Vec<LogRow> = sqlx::query_as(
         "select id, scim_user_id, action, detail, created_at from members.provisioning_log

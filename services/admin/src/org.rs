@@ -18,8 +18,6 @@ use crate::problem::Problem;
 
 /// The deepest `/org-tree` nests; below it, nodes carry counts only.
 const MAX_TREE_DEPTH: usize = 256;
-/// The longest chain `/chain` walks (a guard: cycles are refused by the worker).
-const MAX_CHAIN: i32 = 10_000;
 
 async fn existing(state: &AppState, tenant: Uuid, id: &str) -> Result<Uuid, Problem> {
     let user = Uuid::parse_str(id).map_err(|_| no_member(id))?;
@@ -41,7 +39,7 @@ pub async fn reports(
     params: Result<Query<PageParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
-    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(params) = params.map_err(Problem::bad_query)?;
     let manager = existing(&state, tenant, &id).await?;
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let offset = params.offset.unwrap_or(0).max(0);
@@ -75,7 +73,7 @@ pub async fn chain(
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
     let member = existing(&state, tenant, &id).await?;
-    let ids = muster_members::org::managers_above(&state.pool, tenant, member, MAX_CHAIN).await?;
+    let ids = muster_members::org::managers_above(&state.pool, tenant, member).await?;
     let rows: Vec<MemberRow> =
         sqlx::query_as(&format!("{MEMBER_SELECT} where m.tenant_id = $1 and m.scim_user_id = any($2)"))
             .bind(tenant)
@@ -120,7 +118,7 @@ pub async fn tree(
     params: Result<Query<TreeParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
-    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(params) = params.map_err(Problem::bad_query)?;
     let depth = params.depth.unwrap_or(MAX_TREE_DEPTH).min(MAX_TREE_DEPTH);
     let rows: Vec<TreeRow> = sqlx::query_as(
         "select m.scim_user_id, h.manager_id, m.status, coalesce(h.resolution, 'none') as resolution,

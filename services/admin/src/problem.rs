@@ -2,7 +2,7 @@
 //! URI clients may branch on; the list, with what each means, is `PROBLEM_TYPES` (also in the
 //! OpenAPI document and docs/admin-api.md).
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -68,6 +68,10 @@ impl Problem {
     }
     /// 400 for a JSON body axum could not read.
     pub fn bad_body(rejection: JsonRejection) -> Self {
+        Problem::bad_request(rejection.body_text())
+    }
+    /// 400 for a query string axum could not read.
+    pub fn bad_query(rejection: QueryRejection) -> Self {
         Problem::bad_request(rejection.body_text())
     }
     /// 503: a dependency is down; the client should retry.

@@ -27,8 +27,6 @@ use uuid::Uuid;
 
 use crate::SERVICE;
 
-/// How far up a chain the cycle check walks; deeper org charts are not expected.
-const MAX_CHAIN: i32 = 10_000;
 /// Rounds of re-resolution (refused cycles re-examined after links moved) per batch.
 const MAX_ROUNDS: usize = 64;
 
@@ -389,7 +387,7 @@ async fn resolve(
     for (node, choice) in one_by_one {
         let resolution = match choice {
             Resolution::Resolved { manager, via } => {
-                let above = muster_members::org::managers_above(&mut *conn, tenant, manager, MAX_CHAIN).await?;
+                let above = muster_members::org::managers_above(&mut *conn, tenant, manager).await?;
                 match cycle_through(node.scim_user_id, manager, &above) {
                     Some(path) => Resolution::Cycle { path },
                     None => Resolution::Resolved { manager, via },

@@ -105,6 +105,18 @@ pub async fn recompute(
     user: Uuid,
     note: Option<&str>,
 ) -> sqlx::Result<Option<Change>> {
+    let rules = company_rules(conn, tenant).await?;
+    recompute_under(conn, tenant, user, &rules, note).await
+}
+
+/// `recompute` under company rules the caller already read (once for many members).
+pub async fn recompute_under(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    user: Uuid,
+    rules: &CompanyRules,
+    note: Option<&str>,
+) -> sqlx::Result<Option<Change>> {
     let scim: Option<Value> = sqlx::query_scalar("select resource from scim.users where tenant_id = $1 and id = $2")
         .bind(tenant)
         .bind(user)
@@ -120,10 +132,7 @@ pub async fn recompute(
     .await?;
     let change = match scim {
         None => deleted(conn, tenant, user, stored).await?,
-        Some(doc) => {
-            let rules = company_rules(conn, tenant).await?;
-            upsert(conn, tenant, user, &doc, &rules, stored).await?
-        }
+        Some(doc) => upsert(conn, tenant, user, &doc, rules, stored).await?,
     };
     let Some(mut change) = change else { return Ok(None) };
     if change.detail.is_none() {
@@ -291,7 +300,7 @@ pub async fn edit_manual(
         .await?;
     let fields: Vec<String> = edits.iter().map(|(f, v)| format!("{} = '{v}'", f.name())).collect();
     let note = format!("set manually: {}", fields.join(", "));
-    Ok(ManualEdit::Applied(recompute(conn, tenant, user, Some(&note)).await?))
+    Ok(ManualEdit::Applied(recompute_under(conn, tenant, user, &rules, Some(&note)).await?))
 }
 
 /// Why `manager` cannot be set as `user`'s manager, if it cannot: it must be another member of
@@ -343,8 +352,9 @@ pub async fn reevaluate_after_settings_change(pool: &PgPool, tenant: Uuid, batch
         let Some(last) = ids.last() else { return Ok(changed) };
         after = *last;
         let mut tx = pool.begin().await?;
+        let rules = company_rules(&mut tx, tenant).await?;
         for user in &ids {
-            if recompute(&mut tx, tenant, *user, Some("company settings changed")).await?.is_some() {
+            if recompute_under(&mut tx, tenant, *user, &rules, Some("company settings changed")).await?.is_some() {
                 changed += 1;
             }
         }

@@ -3,14 +3,12 @@
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-/// The managers above `member`, direct manager first, at most `max` of them. Links never form
-/// a cycle (the hierarchy worker refuses them); `max` only bounds a corrupted chain.
-pub async fn managers_above(
-    executor: impl PgExecutor<'_>,
-    tenant: Uuid,
-    member: Uuid,
-    max: i32,
-) -> sqlx::Result<Vec<Uuid>> {
+/// How far up a chain anyone walks: deeper org charts are not expected, and links never form
+/// a cycle; the bound only guards against a corrupted chain.
+const MAX_CHAIN: i32 = 10_000;
+
+/// The managers above `member`, direct manager first, at most `MAX_CHAIN` of them.
+pub async fn managers_above(executor: impl PgExecutor<'_>, tenant: Uuid, member: Uuid) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "with recursive up(id, depth) as (
              select manager_id, 1 from hierarchy.nodes
@@ -23,7 +21,7 @@ pub async fn managers_above(
     )
     .bind(tenant)
     .bind(member)
-    .bind(max)
+    .bind(MAX_CHAIN)
     .fetch_all(executor)
     .await
 }
