@@ -55,20 +55,12 @@ impl Handler for Hierarchy {
     }
 }
 
-/// Deliveries of one company mostly wait in the batcher for the company's transaction, so
-/// the worker handles as many at once as it prefetches: the more wait, the larger the batch.
-fn tuned(settings: &Settings) -> Settings {
-    let mut settings = settings.clone();
-    settings.worker.concurrency = settings.worker.concurrency.max(usize::from(settings.worker.prefetch));
-    settings
-}
-
 /// The worker with its handler, ready to run.
 pub fn worker(settings: &Settings, pool: PgPool) -> Worker<Hierarchy> {
-    tuned(settings).worker(SERVICE, HIERARCHY, Hierarchy::new(pool))
+    settings.batching().worker(SERVICE, HIERARCHY, Hierarchy::new(pool))
 }
 
 /// Runs the hierarchy worker and its health endpoints until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    muster_infra::worker::serve(SERVICE, HIERARCHY, tuned(&settings), Hierarchy::new, shutdown).await
+    muster_infra::worker::serve(SERVICE, HIERARCHY, settings.batching(), Hierarchy::new, shutdown).await
 }

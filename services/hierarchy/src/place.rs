@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_domain::hierarchy::{Matches, References, Resolution, Via, choose, cycle_through, email_key, name_key};
 use muster_infra::worker::ProcessError;
+use muster_infra::worker::batch::together_or_each;
 use muster_infra::worker::versions::{self, Claim};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
@@ -31,26 +32,13 @@ use crate::SERVICE;
 const MAX_ROUNDS: usize = 64;
 
 /// Places the members of a batch of one company's events, and whoever waits on them, in one
-/// transaction; returns one result per event. If the batch fails, each event is retried alone
-/// so that one bad event does not fail the others.
+/// transaction; returns one result per event (each event alone if the batch fails).
 pub async fn apply_batch(
     pool: &PgPool,
     tenant: Uuid,
     events: Vec<(EventEnvelope, Uuid)>,
 ) -> Vec<Result<(), ProcessError>> {
-    match apply(pool, tenant, &events).await {
-        Ok(()) => vec![Ok(()); events.len()],
-        Err(err) if events.len() == 1 => vec![Err(err)],
-        Err(err) => {
-            tracing::warn!(tenant_id = %tenant, events = events.len(), error = %err,
-                "batch failed; retrying its events one by one");
-            let mut results = Vec::with_capacity(events.len());
-            for event in &events {
-                results.push(apply(pool, tenant, std::slice::from_ref(event)).await);
-            }
-            results
-        }
-    }
+    together_or_each(&events, |events| apply(pool, tenant, events)).await
 }
 
 async fn apply(pool: &PgPool, tenant: Uuid, events: &[(EventEnvelope, Uuid)]) -> Result<(), ProcessError> {

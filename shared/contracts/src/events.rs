@@ -39,11 +39,15 @@ pub enum EventKind {
     /// The company's settings (domains, default time zone…) changed; `entity_id` is the tenant.
     #[serde(rename = "tenant.settings_changed")]
     TenantSettingsChanged,
+    /// The company's assignments or catalog changed; `entity_id` is the tenant, `data` an
+    /// [`AssignmentsChanged`] naming whom the change can affect.
+    #[serde(rename = "tenant.assignments_changed")]
+    TenantAssignmentsChanged,
 }
 
 impl EventKind {
     /// Every kind, for tables and exhaustive tests.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::ScimUserUpserted,
         EventKind::ScimUserDeleted,
         EventKind::ScimGroupUpserted,
@@ -57,6 +61,7 @@ impl EventKind {
         EventKind::MemberPlaced,
         EventKind::MemberAssignmentApplied,
         EventKind::TenantSettingsChanged,
+        EventKind::TenantAssignmentsChanged,
     ];
 
     /// The routing key the event is published with.
@@ -75,6 +80,7 @@ impl EventKind {
             EventKind::MemberPlaced => "member.placed",
             EventKind::MemberAssignmentApplied => "member.assignment_applied",
             EventKind::TenantSettingsChanged => "tenant.settings_changed",
+            EventKind::TenantAssignmentsChanged => "tenant.assignments_changed",
         }
     }
 
@@ -137,4 +143,18 @@ impl EventEnvelope {
 pub struct MembersChanged {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+}
+
+/// `data` of `tenant.assignments_changed`: the members the change can affect are those
+/// governed by one of `assignments` and those in one of `groups`; or everyone if `all`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AssignmentsChanged {
+    #[serde(default)]
+    pub assignments: Vec<Uuid>,
+    #[serde(default)]
+    pub groups: Vec<Uuid>,
+    #[serde(default)]
+    pub all: bool,
+    /// What the admin did, for the members' history (e.g. "assignment 'Sales' edited").
+    pub cause: String,
 }

@@ -21,7 +21,14 @@ pub const HIERARCHY: WorkerQueue = WorkerQueue {
 /// The assignments worker: groups and members become seats, workspaces, data capture.
 pub const ASSIGNMENTS: WorkerQueue = WorkerQueue {
     name: "assignments",
-    bindings: &["scim.group.*", "member.imported", "member.deactivated", "member.reactivated", "member.placed"],
+    bindings: &[
+        "scim.group.*",
+        "member.imported",
+        "member.deactivated",
+        "member.reactivated",
+        "member.skipped",
+        "tenant.assignments_changed",
+    ],
 };
 /// The notifier: placed members become e-mails to their managers.
 pub const NOTIFIER: WorkerQueue =

@@ -10,7 +10,8 @@ use std::fmt;
 use uuid::Uuid;
 
 /// How an assignment governs its members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UpdateMode {
     /// Applied when a member lands in the assignment; later edits of the assignment or of the
     /// member's groups do not overwrite the member's settings, which admins may edit.
@@ -19,14 +20,43 @@ pub enum UpdateMode {
     Automatic,
 }
 
+impl UpdateMode {
+    /// The stored and shown form: `manual` or `automatic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateMode::Manual => "manual",
+            UpdateMode::Automatic => "automatic",
+        }
+    }
+
+    /// The mode a stored or written form names.
+    pub fn parse(s: &str) -> Option<UpdateMode> {
+        match s {
+            "manual" => Some(UpdateMode::Manual),
+            "automatic" => Some(UpdateMode::Automatic),
+            _ => None,
+        }
+    }
+}
+
 /// Seats, a permission profile per workspace, data capture per kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
+    #[serde(default)]
     pub seats: BTreeSet<String>,
     /// Workspace → permission profile.
+    #[serde(default)]
     pub permissions: BTreeMap<String, String>,
     /// Data-capture kind (e.g. `web_conferences`, `telephony`, `email`) → on.
+    #[serde(default)]
     pub capture: BTreeMap<String, bool>,
+}
+
+impl Settings {
+    /// Whether some data capture is on.
+    pub fn records(&self) -> bool {
+        self.capture.values().any(|on| *on)
+    }
 }
 
 /// An assignment as the admin configured it.
@@ -94,7 +124,7 @@ pub struct SeatNeeds {
 }
 
 /// A setting kept off until the member has a seat.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct PendingSeat {
     /// `capture:<kind>` or `permission:<workspace>`.
     pub setting: String,

@@ -5,6 +5,7 @@
 //! which writes the provisioning log and the `member.*` event in the caller's transaction.
 //! `org` reads the links the hierarchy worker keeps.
 
+pub mod assignments;
 pub mod org;
 
 use chrono_tz::Tz;

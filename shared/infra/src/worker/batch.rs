@@ -126,6 +126,27 @@ impl<K: Eq + Hash + Clone, I> Batcher<K, I> {
     }
 }
 
+/// Applies `items` together; if that fails, applies each alone, so that one bad item does not
+/// fail the others (each then gets its own result). One result per item, in order.
+pub async fn together_or_each<'a, I, F, Fut>(items: &'a [I], apply: F) -> Vec<Result<(), ProcessError>>
+where
+    F: Fn(&'a [I]) -> Fut,
+    Fut: Future<Output = Result<(), ProcessError>>,
+{
+    match apply(items).await {
+        Ok(()) => vec![Ok(()); items.len()],
+        Err(err) if items.len() == 1 => vec![Err(err)],
+        Err(err) => {
+            tracing::warn!(items = items.len(), error = %err, "batch failed; retrying its items one by one");
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                results.push(apply(std::slice::from_ref(item)).await);
+            }
+            results
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -133,6 +133,15 @@ impl WorkerServiceSettings {
     pub fn worker<H: Handler>(&self, service: &'static str, queue: WorkerQueue, handler: H) -> Worker<H> {
         Worker::new(service, queue, self.amqp.clone(), self.worker.clone(), handler)
     }
+
+    /// For a handler that batches a company's deliveries (`batch::Batcher`): they mostly wait
+    /// in the batcher for the company's transaction, so it handles as many at once as it
+    /// prefetches — the more wait, the larger the batch.
+    pub fn batching(&self) -> WorkerServiceSettings {
+        let mut settings = self.clone();
+        settings.worker.concurrency = settings.worker.concurrency.max(usize::from(settings.worker.prefetch));
+        settings
+    }
 }
 
 /// Runs a worker service until `shutdown`: the pool, the health listener (`/healthz`,

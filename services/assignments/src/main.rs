@@ -1,0 +1,14 @@
+use muster_assignments::{DEFAULTS, Settings};
+use muster_infra::worker::WORKER_DEFAULTS;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = muster_infra::config::load_layers(&[DEFAULTS, WORKER_DEFAULTS])?;
+    let _telemetry = muster_infra::telemetry::init("assignments", &settings.telemetry)?;
+    let shutdown = muster_infra::shutdown::on_signals();
+    if let Err(err) = muster_assignments::run(settings, shutdown).await {
+        tracing::error!(error = format!("{err:#}"), "assignments stopped");
+        return Err(err);
+    }
+    Ok(())
+}
