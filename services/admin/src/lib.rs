@@ -5,6 +5,7 @@
 
 pub mod assignments;
 pub mod dlq;
+pub mod member_settings;
 pub mod members;
 pub mod org;
 pub mod problem;
@@ -103,12 +104,15 @@ pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
         .route("/tenant", get(get_tenant))
         .route("/members", get(members::list))
         .route("/members/{id}", get(members::get).patch(members::patch))
+        .route("/members/{id}/assignment", axum::routing::patch(member_settings::edit))
         .route("/members/{id}/reports", get(org::reports))
+        .route("/members/{id}/reports/{report}/capture", axum::routing::patch(member_settings::manager_capture))
         .route("/members/{id}/chain", get(org::chain))
         .route("/org-tree", get(org::tree))
         .route("/catalog", get(assignments::get_catalog).put(assignments::put_catalog))
         .route("/assignments", get(assignments::list).post(assignments::create))
         .route("/assignments/order", axum::routing::put(assignments::order))
+        .route("/assignments/preview", post(assignments::preview))
         .route("/assignments/{id}", get(assignments::get).put(assignments::put).delete(assignments::delete))
         .route("/provisioning-log", get(members::provisioning_log))
         .route("/settings", get(settings::get).put(settings::put))

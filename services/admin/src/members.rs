@@ -42,9 +42,19 @@ pub(crate) struct MemberRow {
     resolution_detail: Option<String>,
     candidates: Option<Vec<Uuid>>,
     cycle_path: Option<Vec<Uuid>>,
+    assignment_id: Option<Uuid>,
+    assignment_name: Option<String>,
+    assignment_mode: Option<String>,
+    assignment_settings: Option<Value>,
+    pending_seats: Option<Value>,
 }
 
 pub(crate) fn member_json(row: MemberRow) -> Value {
+    // The list's summary; one member's view has the whole of it (`assignments::view`).
+    let assignment = row.assignment_id.map(|id| {
+        json!({"id": id, "name": row.assignment_name, "mode": row.assignment_mode,
+               "settings": row.assignment_settings, "pending_seats": row.pending_seats})
+    });
     let mut out = json!({
         "scim_user_id": row.scim_user_id,
         "status": row.status,
@@ -59,6 +69,7 @@ pub(crate) fn member_json(row: MemberRow) -> Value {
             "candidates": row.candidates,
             "path": row.cycle_path,
         },
+        "assignment": assignment,
         "imported_at": row.imported_at,
         "deactivated_at": row.deactivated_at,
         "version": row.version,
@@ -75,8 +86,11 @@ pub(crate) fn member_json(row: MemberRow) -> Value {
 /// (`h`) and its manager (`mg`).
 pub(crate) const MEMBER_SELECT: &str = "select m.scim_user_id, m.status, m.skip_reason, m.profile, m.imported_at,
         m.deactivated_at, m.version, m.created_at, m.updated_at, h.manager_id, mg.status as manager_status,
-        coalesce(h.resolution, 'none') as resolution, h.via, h.detail as resolution_detail, h.candidates, h.cycle_path
+        coalesce(h.resolution, 'none') as resolution, h.via, h.detail as resolution_detail, h.candidates, h.cycle_path,
+        s.assignment_id, s.assignment_name, s.mode as assignment_mode, s.effective as assignment_settings,
+        s.pending as pending_seats
     from members.members m
+    left join assignments.member_state s on s.tenant_id = m.tenant_id and s.scim_user_id = m.scim_user_id
     left join hierarchy.nodes h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id
     left join members.members mg on mg.tenant_id = m.tenant_id and mg.scim_user_id = h.manager_id";
 
@@ -157,8 +171,16 @@ pub async fn get(
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(principal)?;
     let user = Uuid::parse_str(&id).map_err(|_| no_member(&id))?;
-    let row = load(&state, tenant, user).await?.ok_or_else(|| no_member(&id))?;
-    Ok(Json(member_json(row)).into_response())
+    Ok(Json(full_view(&state, tenant, user, &id).await?).into_response())
+}
+
+/// One member's view: the member with their whole assignment (history included).
+pub(crate) async fn full_view(state: &AppState, tenant: Uuid, user: Uuid, id: &str) -> Result<Value, Problem> {
+    let row = load(state, tenant, user).await?.ok_or_else(|| no_member(id))?;
+    let mut view = member_json(row);
+    let mut conn = state.pool.acquire().await?;
+    view["assignment"] = muster_members::assignments::view(&mut conn, tenant, user).await?;
+    Ok(view)
 }
 
 /// `PATCH /api/v1/members/{scim_user_id}` with `{"title": "…", "country": "…"}`: sets fields
@@ -190,8 +212,7 @@ pub async fn patch(
                 "member fields set manually");
         }
     }
-    let row = load(&state, tenant, user).await?.ok_or_else(|| no_member(&id))?;
-    Ok(Json(member_json(row)).into_response())
+    Ok(Json(full_view(&state, tenant, user, &id).await?).into_response())
 }
 
 /// The edits of a PATCH body: an object of field name → non-blank string.

@@ -20,10 +20,13 @@ pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("field-locked", 409, "a member field came from Entra ID, or was already set manually once; see `errors`"),
     ("invalid-field", 422, "a manual member value is unknown or invalid; see `errors`"),
     ("invalid-catalog", 422, "the catalog is inconsistent or drops something an assignment uses; see `errors`"),
-    ("invalid-assignment", 422, "an assignment names unknown groups, seats, workspaces or capture kinds; see `errors`"),
+    ("invalid-assignment", 422, "an assignment or a member's settings name unknown groups, seats, workspaces or capture kinds; see `errors`"),
     ("name-taken", 409, "another assignment already has this name"),
     ("default-assignment", 409, "the default assignment cannot be deleted"),
     ("member-gone", 409, "the member's SCIM user was deleted; the member is kept for history only"),
+    ("member-inactive", 409, "the member is deactivated or not imported; their settings cannot be edited"),
+    ("assignment-governed", 409, "the member's assignment uses automatic updates: Entra ID governs these settings"),
+    ("not-permitted", 403, "a manager may not do this: the company does not allow it, or not their direct report"),
     ("unavailable", 503, "PostgreSQL or RabbitMQ is unreachable; retry later"),
     ("internal", 500, "an unexpected failure; it was logged with the request's trace"),
 ];
@@ -122,6 +125,18 @@ impl Problem {
     pub fn member_gone(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::CONFLICT, "Member gone", "member-gone", detail)
     }
+    /// 409: the member is not active.
+    pub fn member_inactive(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::CONFLICT, "Member inactive", "member-inactive", detail)
+    }
+    /// 409: Entra governs the member's settings.
+    pub fn assignment_governed(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::CONFLICT, "Governed by the assignment", "assignment-governed", detail)
+    }
+    /// 403: a manager's right is missing.
+    pub fn not_permitted(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, "Not permitted", "not-permitted", detail)
+    }
     /// 503 for a broker operation that failed; the cause is logged, not shown.
     pub fn broker(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "broker operation failed");
@@ -182,6 +197,9 @@ mod tests {
             Problem::field_locked("x", json!([])),
             Problem::invalid_field("x", json!([])),
             Problem::member_gone("x"),
+            Problem::member_inactive("x"),
+            Problem::assignment_governed("x"),
+            Problem::not_permitted("x"),
             Problem::invalid_catalog(vec!["x".into()]),
             Problem::invalid_assignment(vec!["x".into()]),
             Problem::name_taken("x"),

@@ -20,8 +20,8 @@ use muster_contracts::{EventEnvelope, EventKind};
 use muster_infra::worker::batch::{Batcher, together_or_each};
 use muster_infra::worker::versions::{self, Claim};
 use muster_infra::worker::{Handler, ProcessError, Worker, WorkerServiceSettings};
-use muster_members::assignments::{self as engine, Batch};
-use sqlx::{PgConnection, PgPool};
+use muster_members::assignments::{self as engine, Affected, Batch};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -83,7 +83,7 @@ impl Assignments {
         let mut first = true;
         loop {
             let mut conn = self.pool.acquire().await?;
-            let page = affected.page(&mut conn, tenant, after).await?;
+            let page = affected.page(&mut conn, tenant, after, PAGE).await?;
             drop(conn);
             let Some(last) = page.last().copied() else { return Ok(()) };
             let members = page.iter().map(|m| (*m, cause.to_string())).collect();
@@ -137,12 +137,7 @@ impl Handler for Assignments {
             }
             EventKind::TenantAssignmentsChanged => {
                 let change: AssignmentsChanged = data(event)?;
-                let affected = if change.all {
-                    Affected::Everyone
-                } else {
-                    Affected::Governed { assignments: change.assignments, groups: change.groups }
-                };
-                self.run_affected(tenant, affected, &change.cause).await
+                self.run_affected(tenant, Affected::of(&change), &change.cause).await
             }
             // A group's name is read when shown; other kinds reach this queue only through a
             // binding an earlier version declared.
@@ -170,65 +165,6 @@ async fn group_name(pool: &PgPool, tenant: Uuid, group: Uuid) -> Result<String, 
         .fetch_optional(pool)
         .await?;
     Ok(name.unwrap_or_else(|| group.to_string()))
-}
-
-/// Whom a change can affect, read in pages of member ids.
-enum Affected {
-    /// Members governed by one of the assignments, and members of one of the groups.
-    Governed { assignments: Vec<Uuid>, groups: Vec<Uuid> },
-    /// Every member (a catalog change).
-    Everyone,
-    /// Members a (deleted) group governed.
-    ViaGroup(Uuid),
-}
-
-impl Affected {
-    async fn page(&self, conn: &mut PgConnection, tenant: Uuid, after: Uuid) -> sqlx::Result<Vec<Uuid>> {
-        let limit = PAGE as i64;
-        match self {
-            Affected::Governed { assignments, groups } => {
-                sqlx::query_scalar(
-                    "select id from (
-                         select scim_user_id as id from assignments.member_state
-                         where tenant_id = $1 and assignment_id = any($2) and scim_user_id > $4
-                         union
-                         select member_id from scim.group_members
-                         where tenant_id = $1 and group_id = any($3) and member_type = 'User' and member_id > $4
-                     ) affected order by id limit $5",
-                )
-                .bind(tenant)
-                .bind(assignments)
-                .bind(groups)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(conn)
-                .await
-            }
-            Affected::Everyone => {
-                sqlx::query_scalar(
-                    "select scim_user_id from members.members where tenant_id = $1 and scim_user_id > $2
-                     order by scim_user_id limit $3",
-                )
-                .bind(tenant)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(conn)
-                .await
-            }
-            Affected::ViaGroup(group) => {
-                sqlx::query_scalar(
-                    "select scim_user_id from assignments.member_state
-                     where tenant_id = $1 and via_group = $2 and scim_user_id > $3 order by scim_user_id limit $4",
-                )
-                .bind(tenant)
-                .bind(group)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(conn)
-                .await
-            }
-        }
-    }
 }
 
 async fn apply_batch(pool: &PgPool, tenant: Uuid, batch: Vec<Work>) -> Vec<Result<(), ProcessError>> {

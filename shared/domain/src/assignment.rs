@@ -59,6 +59,51 @@ impl Settings {
     }
 }
 
+/// An edit of the settings a member holds: seats replaced if given; permissions set per
+/// workspace (`None` removes the workspace); capture set per kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsEdit {
+    #[serde(default)]
+    pub seats: Option<BTreeSet<String>>,
+    #[serde(default)]
+    pub permissions: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub capture: BTreeMap<String, bool>,
+}
+
+impl SettingsEdit {
+    /// `base` with the edit applied.
+    pub fn apply(&self, base: &Settings) -> Settings {
+        let mut out = base.clone();
+        if let Some(seats) = &self.seats {
+            out.seats = seats.clone();
+        }
+        for (workspace, profile) in &self.permissions {
+            match profile {
+                Some(profile) => out.permissions.insert(workspace.clone(), profile.clone()),
+                None => out.permissions.remove(workspace),
+            };
+        }
+        out.capture.extend(self.capture.iter().map(|(k, v)| (k.clone(), *v)));
+        out
+    }
+
+    /// What the edit names, as settings (to check against the catalog).
+    pub fn named(&self) -> Settings {
+        Settings {
+            seats: self.seats.clone().unwrap_or_default(),
+            permissions: self.permissions.iter().filter_map(|(w, p)| p.clone().map(|p| (w.clone(), p))).collect(),
+            capture: self.capture.clone(),
+        }
+    }
+
+    /// Whether the edit changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.seats.is_none() && self.permissions.is_empty() && self.capture.is_empty()
+    }
+}
+
 /// An assignment as the admin configured it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
@@ -298,6 +343,21 @@ mod tests {
         assert_eq!(desired(&manual, Some(&held(&manual))), edited, "kept once landed");
         assert_eq!(desired(&manual, Some(&held(&auto))), manual.settings, "moved in: applied on landing");
         assert_eq!(desired(&manual, None), manual.settings, "new member: applied");
+    }
+
+    #[test]
+    fn an_edit_replaces_seats_and_sets_permissions_and_capture_per_key() {
+        let base = settings(&["recorder"], &[("web_conferences", true), ("email", true)], &[("deals", "editor")]);
+        let edit = SettingsEdit {
+            seats: Some(["analyst".to_string()].into()),
+            permissions: [("deals".to_string(), None), ("hr".to_string(), Some("reader".to_string()))].into(),
+            capture: [("email".to_string(), false)].into(),
+        };
+        let edited = edit.apply(&base);
+        assert_eq!(edited, settings(&["analyst"], &[("web_conferences", true), ("email", false)], &[("hr", "reader")]));
+        assert_eq!(SettingsEdit::default().apply(&base), base);
+        assert!(SettingsEdit::default().is_empty() && !edit.is_empty());
+        assert_eq!(edit.named().permissions.len(), 1, "a removal names no profile");
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_domain::assignment::{
-    Assignment, Catalog, EditRefused, Held, PendingSeat, SeatNeeds, Settings, UpdateMode, desired, effective,
-    governing,
+    Assignment, Catalog, EditRefused, Held, PendingSeat, SeatNeeds, Settings, SettingsEdit, UpdateMode, desired,
+    effective, governing,
 };
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -57,9 +57,9 @@ impl From<ApplyError> for muster_infra::worker::ProcessError {
 pub struct Batch {
     /// Members and the cause recorded in their history if they change (first cause wins).
     pub members: Vec<(Uuid, String)>,
-    /// New settings a member holds (an admin's or a manager's edit); refused unless the
+    /// Edits of the settings a member holds (an admin's or a manager's); refused unless the
     /// member's assignment is `manual`.
-    pub edits: HashMap<Uuid, Settings>,
+    pub edits: HashMap<Uuid, SettingsEdit>,
     /// Re-check every seat of limited capacity (the catalog's capacities may have changed),
     /// not only those the batch's members asked for or released.
     pub recheck_all_seats: bool,
@@ -238,7 +238,7 @@ async fn load_members(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -
 
 /// The member's next state before seats are granted; `None` for a member that was never
 /// active (nothing to hold or release).
-fn plan(company: &Company, row: &MemberRow, edit: Option<&Settings>) -> Result<Option<Planned>, ApplyError> {
+fn plan(company: &Company, row: &MemberRow, edit: Option<&SettingsEdit>) -> Result<Option<Planned>, ApplyError> {
     let stored = State::stored(row);
     if row.status != "active" {
         let Some(before) = stored else { return Ok(None) };
@@ -251,15 +251,13 @@ fn plan(company: &Company, row: &MemberRow, edit: Option<&Settings>) -> Result<O
         return Err(ApplyError::Broken("no default assignment".into()));
     };
     let assignment = gov.assignment;
-    let held = match edit {
-        Some(settings) => {
-            muster_domain::assignment::admin_may_edit(assignment)
-                .map_err(|refused| ApplyError::Refused { member: row.scim_user_id, refused })?;
-            Some(Held { assignment: assignment.id, settings: settings.clone() })
-        }
-        None => stored.as_ref().map(|s| Held { assignment: s.assignment_id, settings: s.held.clone() }),
-    };
-    let held = desired(assignment, held.as_ref());
+    let held = stored.as_ref().map(|s| Held { assignment: s.assignment_id, settings: s.held.clone() });
+    let mut held = desired(assignment, held.as_ref());
+    if let Some(edit) = edit {
+        muster_domain::assignment::admin_may_edit(assignment)
+            .map_err(|refused| ApplyError::Refused { member: row.scim_user_id, refused })?;
+        held = edit.apply(&held);
+    }
     let next = State {
         assignment_id: assignment.id,
         assignment_name: assignment.name.clone(),
@@ -559,8 +557,9 @@ async fn store(
     Ok(applied)
 }
 
-/// A member's assignment as the admin sees it: the assignment and the group it came through,
-/// the settings held and on, pending seats with their place in line, and the latest history.
+/// A member's assignment as the admin sees it: the assignment (id, name, mode) and the group
+/// it came through, the settings held and on, pending seats with their place in line, and the
+/// latest 50 history entries (newest first). `null` until the worker first applied one.
 pub async fn view(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<Value> {
     let state: Option<(Uuid, String, String, Option<Uuid>, Option<String>, bool, Value, Value, Value, i64)> =
         sqlx::query_as(
@@ -596,7 +595,7 @@ pub async fn view(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::
     .fetch_all(&mut *conn)
     .await?;
     Ok(json!({
-        "assignment": {"id": id, "name": name, "mode": mode},
+        "id": id, "name": name, "mode": mode,
         "via_group": via_group.map(|g| json!({"id": g, "display_name": group_name})),
         "active": active,
         "held": held,
@@ -609,4 +608,93 @@ pub async fn view(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::
             "at": at, "cause": cause, "assignment": assignment, "before": before, "after": after,
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// Whom a configuration change can affect, read in pages of member ids.
+#[derive(Debug, Clone)]
+pub enum Affected {
+    /// Members governed by one of the assignments, and members of one of the groups.
+    Governed { assignments: Vec<Uuid>, groups: Vec<Uuid> },
+    /// Every member (a catalog change).
+    Everyone,
+    /// Members a (deleted) group governed.
+    ViaGroup(Uuid),
+}
+
+impl Affected {
+    /// Whom `change` can affect.
+    pub fn of(change: &muster_contracts::events::AssignmentsChanged) -> Affected {
+        if change.all {
+            Affected::Everyone
+        } else {
+            Affected::Governed { assignments: change.assignments.clone(), groups: change.groups.clone() }
+        }
+    }
+
+    /// Up to `limit` affected member ids after `after`, in id order.
+    pub async fn page(&self, conn: &mut PgConnection, tenant: Uuid, after: Uuid, limit: usize) -> sqlx::Result<Vec<Uuid>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self {
+            Affected::Governed { assignments, groups } => {
+                sqlx::query_scalar(
+                    "select id from (
+                         select scim_user_id as id from assignments.member_state
+                         where tenant_id = $1 and assignment_id = any($2) and scim_user_id > $4
+                         union
+                         select member_id from scim.group_members
+                         where tenant_id = $1 and group_id = any($3) and member_type = 'User' and member_id > $4
+                     ) affected order by id limit $5",
+                )
+                .bind(tenant)
+                .bind(assignments)
+                .bind(groups)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(conn)
+                .await
+            }
+            Affected::Everyone => {
+                sqlx::query_scalar(
+                    "select scim_user_id from members.members where tenant_id = $1 and scim_user_id > $2
+                     order by scim_user_id limit $3",
+                )
+                .bind(tenant)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(conn)
+                .await
+            }
+            Affected::ViaGroup(group) => {
+                sqlx::query_scalar(
+                    "select scim_user_id from assignments.member_state
+                     where tenant_id = $1 and via_group = $2 and scim_user_id > $3 order by scim_user_id limit $4",
+                )
+                .bind(tenant)
+                .bind(group)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(conn)
+                .await
+            }
+        }
+    }
+}
+
+/// The assignment that governs `member` now (their SCIM groups against the company's
+/// assignments); `None` if there is no such member.
+pub async fn governing_of(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> Result<Option<Assignment>, ApplyError> {
+    let groups: Option<Vec<Uuid>> = sqlx::query_scalar(
+        "select array(select g.group_id from scim.group_members g
+                      where g.tenant_id = m.tenant_id and g.member_id = m.scim_user_id and g.member_type = 'User')
+         from members.members m where m.tenant_id = $1 and m.scim_user_id = $2",
+    )
+    .bind(tenant)
+    .bind(member)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(groups) = groups else { return Ok(None) };
+    let assignments = load_assignments(conn, tenant).await?;
+    governing(&assignments, &groups)
+        .map(|g| Some(g.assignment.clone()))
+        .ok_or_else(|| ApplyError::Broken(format!("company {tenant} has no default assignment")))
 }
