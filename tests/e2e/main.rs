@@ -2,6 +2,7 @@
 //! the real RabbitMQ. Each test has its own database and its own AMQP name prefix.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+mod assignments;
 mod hierarchy;
 mod members;
 mod relay;

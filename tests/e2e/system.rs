@@ -1,4 +1,5 @@
-//! The whole system in one test process: ingress, relay, normalizer, hierarchy and admin on
+//! The whole system in one test process: ingress, relay, the normalizer, hierarchy and
+//! assignments workers and admin on
 //! the real PostgreSQL and RabbitMQ, with a probe queue bound to `member.#`.
 
 use std::time::Duration;
@@ -48,6 +49,8 @@ impl System {
         tokio::spawn(worker.run(app.shutdown_token()));
         let hierarchy = muster_hierarchy::worker(&settings, app.db.pool.clone());
         tokio::spawn(hierarchy.run(app.shutdown_token()));
+        let assignments = muster_assignments::worker(&settings, app.db.pool.clone());
+        tokio::spawn(assignments.run(app.shutdown_token()));
         let admin_settings = muster_admin::Settings {
             database: app.db.settings(),
             amqp: settings.amqp.clone(),

@@ -10,8 +10,8 @@ use axum::{Extension, Json};
 use muster_contracts::events::AssignmentsChanged;
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_domain::assignment::{Catalog, Settings};
-use muster_members::assignments::{self as engine, Affected, ApplyError, Batch};
 use muster_infra::tenancy::Principal;
+use muster_members::assignments::{self as engine, Affected, ApplyError, Batch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -310,7 +310,8 @@ async fn make(
                 )]));
             }
             // Only assignments whose place changed can change whom they govern.
-            let moved: Vec<&Row> = current.iter().enumerate().filter(|(i, r)| body.ids.get(*i) != Some(&r.id)).map(|(_, r)| r).collect();
+            let moved: Vec<&Row> =
+                current.iter().enumerate().filter(|(i, r)| body.ids.get(*i) != Some(&r.id)).map(|(_, r)| r).collect();
             let positions: Vec<i32> = (1..=i32::try_from(body.ids.len()).unwrap_or(i32::MAX)).collect();
             sqlx::query(
                 "update assignments.assignments a set position = u.position, version = version + 1, updated_at = now()
@@ -363,9 +364,14 @@ async fn announce(tx: &mut PgConnection, tenant: Uuid, changed: AssignmentsChang
     .await?;
     tracing::info!(tenant_id = %tenant, version, cause = %changed.cause, "assignments changed");
     let data = serde_json::to_value(&changed).map_err(|e| Problem::from(sqlx::Error::Encode(Box::new(e))))?;
-    let event =
-        EventEnvelope::new(tenant, EventKind::TenantAssignmentsChanged, tenant.to_string(), version, chrono::Utc::now())
-            .with_data(data);
+    let event = EventEnvelope::new(
+        tenant,
+        EventKind::TenantAssignmentsChanged,
+        tenant.to_string(),
+        version,
+        chrono::Utc::now(),
+    )
+    .with_data(data);
     muster_infra::outbox::append(tx, &[event], &muster_infra::telemetry::current_traceparent()).await?;
     Ok(())
 }
@@ -460,9 +466,12 @@ pub async fn preview(
         batch.recheck_all_seats = changed.all;
         let applied = engine::apply(&mut tx, tenant, &batch).await.map_err(internal)?;
         count += applied.len();
-        listed.extend(applied.into_iter().take(PREVIEW_LISTED.saturating_sub(listed.len())).map(|a| {
-            json!({"scim_user_id": a.member, "before": a.before, "after": a.after})
-        }));
+        listed.extend(
+            applied
+                .into_iter()
+                .take(PREVIEW_LISTED.saturating_sub(listed.len()))
+                .map(|a| json!({"scim_user_id": a.member, "before": a.before, "after": a.after})),
+        );
         after = last;
     }
     tx.rollback().await?;

@@ -129,7 +129,8 @@ pub async fn manager_capture(
             .fetch_optional(&mut *tx)
             .await?
             .flatten();
-    let governing = engine::governing_of(&mut tx, tenant, member).await.map_err(internal)?.ok_or_else(|| no_member(&id))?;
+    let governing =
+        engine::governing_of(&mut tx, tenant, member).await.map_err(internal)?.ok_or_else(|| no_member(&id))?;
     manager_may_toggle(allowed, manager, reports_to, &governing).map_err(refusal)?;
     let edit = SettingsEdit { capture: body.capture, ..SettingsEdit::default() };
     apply_edit(&mut tx, tenant, member, edit, format!("data capture changed by their manager {manager}")).await?;

@@ -20,7 +20,11 @@ pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("field-locked", 409, "a member field came from Entra ID, or was already set manually once; see `errors`"),
     ("invalid-field", 422, "a manual member value is unknown or invalid; see `errors`"),
     ("invalid-catalog", 422, "the catalog is inconsistent or drops something an assignment uses; see `errors`"),
-    ("invalid-assignment", 422, "an assignment or a member's settings name unknown groups, seats, workspaces or capture kinds; see `errors`"),
+    (
+        "invalid-assignment",
+        422,
+        "an assignment or a member's settings name unknown groups, seats, workspaces or capture kinds; see `errors`",
+    ),
     ("name-taken", 409, "another assignment already has this name"),
     ("default-assignment", 409, "the default assignment cannot be deleted"),
     ("member-gone", 409, "the member's SCIM user was deleted; the member is kept for history only"),

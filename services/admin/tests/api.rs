@@ -235,7 +235,10 @@ async fn the_openapi_document_describes_every_route_and_every_error_has_a_stable
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 10, "{:?}", paths.keys());
     for (path, item) in paths {
-        let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string()).replace("{queue}", "nonexistent");
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{report}", &uuid::Uuid::new_v4().to_string())
+            .replace("{queue}", "nonexistent");
         for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
             let url = format!("{}/api/v1{concrete}", app.base);
             let request = match method.as_str() {

@@ -133,7 +133,9 @@ impl Handler for Assignments {
             }
             EventKind::ScimGroupDeleted => {
                 let group = entity()?;
-                self.run_affected(tenant, Affected::ViaGroup(group), &format!("group {group} deleted")).await
+                let name = event.data.as_ref().and_then(|d| d["display_name"].as_str()).map(str::to_string);
+                let cause = format!("group '{}' deleted", name.unwrap_or_else(|| group.to_string()));
+                self.run_affected(tenant, Affected::ViaGroup(group), &cause).await
             }
             EventKind::TenantAssignmentsChanged => {
                 let change: AssignmentsChanged = data(event)?;
@@ -150,20 +152,21 @@ impl Handler for Assignments {
 }
 
 fn data<T: serde::de::DeserializeOwned>(event: &EventEnvelope) -> Result<T, ProcessError> {
-    let data = event.data.clone().ok_or_else(|| {
-        ProcessError::Permanent(format!("{} event without data", event.kind.routing_key()))
-    })?;
-    serde_json::from_value(data).map_err(|e| {
-        ProcessError::Permanent(format!("{} event with unreadable data: {e}", event.kind.routing_key()))
-    })
+    let data = event
+        .data
+        .clone()
+        .ok_or_else(|| ProcessError::Permanent(format!("{} event without data", event.kind.routing_key())))?;
+    serde_json::from_value(data)
+        .map_err(|e| ProcessError::Permanent(format!("{} event with unreadable data: {e}", event.kind.routing_key())))
 }
 
 async fn group_name(pool: &PgPool, tenant: Uuid, group: Uuid) -> Result<String, ProcessError> {
-    let name: Option<String> = sqlx::query_scalar("select display_name from scim.groups where tenant_id = $1 and id = $2")
-        .bind(tenant)
-        .bind(group)
-        .fetch_optional(pool)
-        .await?;
+    let name: Option<String> =
+        sqlx::query_scalar("select display_name from scim.groups where tenant_id = $1 and id = $2")
+            .bind(tenant)
+            .bind(group)
+            .fetch_optional(pool)
+            .await?;
     Ok(name.unwrap_or_else(|| group.to_string()))
 }
 

@@ -54,6 +54,9 @@ struct UpArgs {
     /// Hierarchy worker health/metrics listen address.
     #[arg(long, env = "HIERARCHY_ADDR", default_value = "0.0.0.0:8084")]
     hierarchy_addr: SocketAddr,
+    /// Assignments worker health/metrics listen address.
+    #[arg(long, env = "ASSIGNMENTS_ADDR", default_value = "0.0.0.0:8085")]
+    assignments_addr: SocketAddr,
 }
 
 /// What every command reads from the layered configuration.

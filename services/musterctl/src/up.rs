@@ -44,8 +44,12 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
     let hierarchy_settings = worker_settings(&settings, args.hierarchy_addr);
     let hierarchy = muster_hierarchy::worker(&hierarchy_settings, pool.clone());
     let hierarchy_listener = bind_ops("hierarchy", args.hierarchy_addr).await?;
+    let assignments_settings = worker_settings(&settings, args.assignments_addr);
+    let assignments = muster_assignments::worker(&assignments_settings, pool.clone());
+    let assignments_listener = bind_ops("assignments", args.assignments_addr).await?;
     tracing::info!(ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, relay = %args.relay_addr,
-        normalizer = %args.normalizer_addr, hierarchy = %args.hierarchy_addr, "muster is up");
+        normalizer = %args.normalizer_addr, hierarchy = %args.hierarchy_addr,
+        assignments = %args.assignments_addr, "muster is up");
 
     let services: Vec<Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>> = vec![
         Box::pin(ingress.run(shutdown.clone())),
@@ -54,6 +58,7 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
         Box::pin(muster_infra::http::serve(relay_listener, relay_ops, shutdown.clone())),
         Box::pin(normalizer.run_with_ops(pool.clone(), normalizer_listener, shutdown.clone())),
         Box::pin(hierarchy.run_with_ops(pool.clone(), hierarchy_listener, shutdown.clone())),
+        Box::pin(assignments.run_with_ops(pool.clone(), assignments_listener, shutdown.clone())),
     ];
     // If one service fails, stop the others rather than run half a system.
     let results = futures_util::future::join_all(services.into_iter().map(|service| {

@@ -333,12 +333,29 @@ pub async fn apply(conn: &mut PgConnection, tenant: Uuid, batch: &Batch) -> Resu
             p.next.effective = on.settings;
             p.next.pending = on.pending;
         }
+        if let Some(cause) = seat_cause(p.stored.as_ref(), &p.next) {
+            causes.insert(member, cause);
+        }
         if p.stored.as_ref() != Some(&p.next) {
             changed.push((member, p));
         }
     }
     changed.sort_by_key(|(member, _)| *member);
     store(conn, tenant, &changed, &causes).await
+}
+
+/// When only the seats granted changed (same assignment, same settings held), the seat is the
+/// cause, whatever made the batch recompute the member.
+fn seat_cause(stored: Option<&State>, next: &State) -> Option<String> {
+    let stored = stored?;
+    if (stored.assignment_id, stored.active, &stored.held) != (next.assignment_id, next.active, &next.held) {
+        return None;
+    }
+    if let Some(seat) = next.effective.seats.difference(&stored.effective.seats).next() {
+        return Some(format!("a '{seat}' seat became available"));
+    }
+    let seat = stored.effective.seats.difference(&next.effective.seats).next()?;
+    Some(format!("the '{seat}' seats were reduced"))
 }
 
 /// Brings the members' seat requests to what they hold (none when inactive); returns the
@@ -527,12 +544,18 @@ async fn store(
         let after = p.next.summary();
         let version = version_of.get(member).copied().unwrap_or(1);
         events.push(
-            EventEnvelope::new(tenant, EventKind::MemberAssignmentApplied, member.to_string(), version, chrono::Utc::now())
-                .with_data(json!({
-                    "assignment_id": p.next.assignment_id, "assignment_name": p.next.assignment_name,
-                    "mode": p.next.mode, "via_group": p.next.via_group, "active": p.next.active,
-                    "records": p.next.active && p.next.effective.records(), "cause": cause,
-                })),
+            EventEnvelope::new(
+                tenant,
+                EventKind::MemberAssignmentApplied,
+                member.to_string(),
+                version,
+                chrono::Utc::now(),
+            )
+            .with_data(json!({
+                "assignment_id": p.next.assignment_id, "assignment_name": p.next.assignment_name,
+                "mode": p.next.mode, "via_group": p.next.via_group, "active": p.next.active,
+                "records": p.next.active && p.next.effective.records(), "cause": cause,
+            })),
         );
         tracing::debug!(tenant_id = %tenant, scim_user_id = %member, assignment_id = %p.next.assignment_id,
             cause = %cause, "assignment applied");
@@ -632,7 +655,13 @@ impl Affected {
     }
 
     /// Up to `limit` affected member ids after `after`, in id order.
-    pub async fn page(&self, conn: &mut PgConnection, tenant: Uuid, after: Uuid, limit: usize) -> sqlx::Result<Vec<Uuid>> {
+    pub async fn page(
+        &self,
+        conn: &mut PgConnection,
+        tenant: Uuid,
+        after: Uuid,
+        limit: usize,
+    ) -> sqlx::Result<Vec<Uuid>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match self {
             Affected::Governed { assignments, groups } => {
@@ -682,7 +711,11 @@ impl Affected {
 
 /// The assignment that governs `member` now (their SCIM groups against the company's
 /// assignments); `None` if there is no such member.
-pub async fn governing_of(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> Result<Option<Assignment>, ApplyError> {
+pub async fn governing_of(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    member: Uuid,
+) -> Result<Option<Assignment>, ApplyError> {
     let groups: Option<Vec<Uuid>> = sqlx::query_scalar(
         "select array(select g.group_id from scim.group_members g
                       where g.tenant_id = m.tenant_id and g.member_id = m.scim_user_id and g.member_type = 'User')

@@ -301,7 +301,12 @@ pub async fn delete(
     check_if_match(&headers, current.version)?;
     let mut events = membership_removals(&mut tx, tenant, gid).await?;
     store::delete(&mut tx, KIND, tenant, gid).await?;
-    events.push(event(tenant, EventKind::ScimGroupDeleted, gid, current.version + 1, chrono::Utc::now()));
+    // The name goes with the event: consumers can no longer look it up.
+    let name = current.resource.get("displayName").cloned().unwrap_or(Value::Null);
+    events.push(
+        event(tenant, EventKind::ScimGroupDeleted, gid, current.version + 1, chrono::Utc::now())
+            .with_data(serde_json::json!({"display_name": name})),
+    );
     outbox::append(&mut tx, &events, &current_traceparent()).await?;
     tx.commit().await?;
     count_write("delete");
