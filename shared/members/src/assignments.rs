@@ -312,13 +312,12 @@ pub async fn apply(conn: &mut PgConnection, tenant: Uuid, batch: &Batch) -> Resu
         flipped.extend(grant_unlimited(conn, tenant, &company.unlimited).await?);
         round = Vec::new();
         for (member, seat, granted) in flipped {
-            if !causes.contains_key(&member) {
-                let cause = if granted {
+            if let std::collections::hash_map::Entry::Vacant(entry) = causes.entry(member) {
+                entry.insert(if granted {
                     format!("a '{seat}' seat became available")
                 } else {
                     format!("the '{seat}' seats were reduced")
-                };
-                causes.insert(member, cause);
+                });
                 round.push(member);
             }
         }
@@ -584,21 +583,39 @@ async fn store(
 /// it came through, the settings held and on, pending seats with their place in line, and the
 /// latest 50 history entries (newest first). `null` until the worker first applied one.
 pub async fn view(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::Result<Value> {
-    let state: Option<(Uuid, String, String, Option<Uuid>, Option<String>, bool, Value, Value, Value, i64)> =
-        sqlx::query_as(
-            "select s.assignment_id, s.assignment_name, s.mode, s.via_group, g.display_name, s.active, s.held,
-                    s.effective, s.pending, s.version
-             from assignments.member_state s
-             left join scim.groups g on g.tenant_id = s.tenant_id and g.id = s.via_group
-             where s.tenant_id = $1 and s.scim_user_id = $2",
-        )
-        .bind(tenant)
-        .bind(member)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some((id, name, mode, via_group, group_name, active, held, on, pending, version)) = state else {
-        return Ok(Value::Null);
-    };
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        assignment_id: Uuid,
+        assignment_name: String,
+        mode: String,
+        via_group: Option<Uuid>,
+        group_name: Option<String>,
+        active: bool,
+        held: Value,
+        effective: Value,
+        pending: Value,
+        version: i64,
+    }
+    #[derive(sqlx::FromRow)]
+    struct Entry {
+        created_at: chrono::DateTime<chrono::Utc>,
+        cause: String,
+        assignment_name: String,
+        before: Option<Value>,
+        after: Value,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "select s.assignment_id, s.assignment_name, s.mode, s.via_group, g.display_name as group_name, s.active,
+                s.held, s.effective, s.pending, s.version
+         from assignments.member_state s
+         left join scim.groups g on g.tenant_id = s.tenant_id and g.id = s.via_group
+         where s.tenant_id = $1 and s.scim_user_id = $2",
+    )
+    .bind(tenant)
+    .bind(member)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(Value::Null) };
     let waiting: Vec<(String, i64)> = sqlx::query_as(
         "select r.seat, (select count(*) from assignments.seat_requests w
                          where w.tenant_id = r.tenant_id and w.seat = r.seat and not w.granted and w.id < r.id) + 1
@@ -609,7 +626,7 @@ pub async fn view(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::
     .bind(member)
     .fetch_all(&mut *conn)
     .await?;
-    let history: Vec<(chrono::DateTime<chrono::Utc>, String, String, Option<Value>, Value)> = sqlx::query_as(
+    let history: Vec<Entry> = sqlx::query_as(
         "select created_at, cause, assignment_name, before, after from assignments.history
          where tenant_id = $1 and scim_user_id = $2 order by id desc limit 50",
     )
@@ -618,17 +635,17 @@ pub async fn view(conn: &mut PgConnection, tenant: Uuid, member: Uuid) -> sqlx::
     .fetch_all(&mut *conn)
     .await?;
     Ok(json!({
-        "id": id, "name": name, "mode": mode,
-        "via_group": via_group.map(|g| json!({"id": g, "display_name": group_name})),
-        "active": active,
-        "held": held,
-        "settings": on,
-        "pending_seats": pending,
+        "id": row.assignment_id, "name": row.assignment_name, "mode": row.mode,
+        "via_group": row.via_group.map(|g| json!({"id": g, "display_name": row.group_name})),
+        "active": row.active,
+        "held": row.held,
+        "settings": row.effective,
+        "pending_seats": row.pending,
         "waiting_for_seats": waiting.iter().map(|(seat, place)| json!({"seat": seat, "place_in_line": place}))
             .collect::<Vec<_>>(),
-        "version": version,
-        "history": history.into_iter().map(|(at, cause, assignment, before, after)| json!({
-            "at": at, "cause": cause, "assignment": assignment, "before": before, "after": after,
+        "version": row.version,
+        "history": history.into_iter().map(|e| json!({
+            "at": e.created_at, "cause": e.cause, "assignment": e.assignment_name, "before": e.before, "after": e.after,
         })).collect::<Vec<_>>(),
     }))
 }
