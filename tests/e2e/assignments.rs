@@ -249,6 +249,16 @@ async fn a_member_moved_between_groups_keeps_manual_edits_and_follows_automatic_
     assert_eq!(scim.patch(&format!("/Users/{ann}"), &on).await.status, 200);
     let a = assignment_of(&sys, &ann, "reactivated", |a| a["active"] == true).await;
     assert_eq!(a["settings"]["capture"], json!({"email": true, "telephony": true}));
+    // One `member.assignment_applied` per change, versioned like the member's assignment.
+    let versions: Vec<i64> = sqlx::query_scalar(
+        "select version from scim.outbox where routing_key = 'member.assignment_applied' and entity_id = $1 order by id",
+    )
+    .bind(&ann)
+    .fetch_all(&sys.app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(versions, (1..=a["version"].as_i64().unwrap()).collect::<Vec<_>>());
+    assert_eq!(a["history"].as_array().unwrap().len(), versions.len());
     sys.stop().await;
 }
 

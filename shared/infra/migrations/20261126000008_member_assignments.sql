@@ -29,8 +29,10 @@ create table assignments.member_state (
     updated_at       timestamptz not null default now(),
     primary key (tenant_id, scim_user_id)
 );
-create index member_state_assignment on assignments.member_state (tenant_id, assignment_id);
-create index member_state_via_group on assignments.member_state (tenant_id, via_group) where via_group is not null;
+-- With the member id last: the worker reads the members of an assignment or group in id-ordered pages.
+create index member_state_assignment on assignments.member_state (tenant_id, assignment_id, scim_user_id);
+create index member_state_via_group on assignments.member_state (tenant_id, via_group, scim_user_id)
+    where via_group is not null;
 
 -- Seat requests in the order they were made (`id`); for a seat of limited capacity the first
 -- `capacity` are granted and the rest wait in that order.
