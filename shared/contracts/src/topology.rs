@@ -30,9 +30,9 @@ pub const ASSIGNMENTS: WorkerQueue = WorkerQueue {
         "tenant.assignments_changed",
     ],
 };
-/// The notifier: placed members become e-mails to their managers.
-pub const NOTIFIER: WorkerQueue =
-    WorkerQueue { name: "notifier", bindings: &["member.placed", "member.assignment_applied"] };
+/// The notifier: new members placed under a manager become e-mails to that manager (whether
+/// the team is recorded is read when the e-mail is due).
+pub const NOTIFIER: WorkerQueue = WorkerQueue { name: "notifier", bindings: &["member.placed"] };
 
 /// Every worker queue of the system, declared by `musterctl up` and by the relay so that no
 /// event published before a worker first starts is unroutable.

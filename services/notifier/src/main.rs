@@ -1,0 +1,14 @@
+use muster_infra::worker::WORKER_DEFAULTS;
+use muster_notifier::{Clock, DEFAULTS, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = muster_infra::config::load_layers(&[DEFAULTS, WORKER_DEFAULTS])?;
+    let _telemetry = muster_infra::telemetry::init("notifier", &settings.telemetry)?;
+    let shutdown = muster_infra::shutdown::on_signals();
+    if let Err(err) = muster_notifier::run(settings, Clock::system(), shutdown).await {
+        tracing::error!(error = format!("{err:#}"), "notifier stopped");
+        return Err(err);
+    }
+    Ok(())
+}
