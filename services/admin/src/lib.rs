@@ -7,6 +7,7 @@ pub mod assignments;
 pub mod dlq;
 pub mod member_settings;
 pub mod members;
+pub mod notifications;
 pub mod org;
 pub mod problem;
 pub mod settings;
@@ -115,6 +116,8 @@ pub fn router(pool: PgPool, amqp: AmqpSettings) -> Router {
         .route("/assignments/preview", post(assignments::preview))
         .route("/assignments/{id}", get(assignments::get).put(assignments::put).delete(assignments::delete))
         .route("/provisioning-log", get(members::provisioning_log))
+        .route("/notifications", get(notifications::list))
+        .route("/notifications/{id}/retry", post(notifications::retry))
         .route("/settings", get(settings::get).put(settings::put))
         .route("/dlq", get(dlq::list))
         .route("/dlq/{queue}", get(dlq::show))

@@ -30,6 +30,7 @@ pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("member-gone", 409, "the member's SCIM user was deleted; the member is kept for history only"),
     ("member-inactive", 409, "the member is deactivated or not imported; their settings cannot be edited"),
     ("assignment-governed", 409, "the member's assignment uses automatic updates: Entra ID governs these settings"),
+    ("not-retryable", 409, "only a failed notification can be retried"),
     ("not-permitted", 403, "a manager may not do this: the company does not allow it, or not their direct report"),
     ("unavailable", 503, "PostgreSQL or RabbitMQ is unreachable; retry later"),
     ("internal", 500, "an unexpected failure; it was logged with the request's trace"),
@@ -137,6 +138,10 @@ impl Problem {
     pub fn assignment_governed(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::CONFLICT, "Governed by the assignment", "assignment-governed", detail)
     }
+    /// 409: the notification is not failed.
+    pub fn not_retryable(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::CONFLICT, "Not retryable", "not-retryable", detail)
+    }
     /// 403: a manager's right is missing.
     pub fn not_permitted(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::FORBIDDEN, "Not permitted", "not-permitted", detail)
@@ -204,6 +209,7 @@ mod tests {
             Problem::member_inactive("x"),
             Problem::assignment_governed("x"),
             Problem::not_permitted("x"),
+            Problem::not_retryable("x"),
             Problem::invalid_catalog(vec!["x".into()]),
             Problem::invalid_assignment(vec!["x".into()]),
             Problem::name_taken("x"),

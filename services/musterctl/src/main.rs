@@ -57,6 +57,9 @@ struct UpArgs {
     /// Assignments worker health/metrics listen address.
     #[arg(long, env = "ASSIGNMENTS_ADDR", default_value = "0.0.0.0:8085")]
     assignments_addr: SocketAddr,
+    /// Notifier health/metrics listen address.
+    #[arg(long, env = "NOTIFIER_ADDR", default_value = "0.0.0.0:8086")]
+    notifier_addr: SocketAddr,
 }
 
 /// What every command reads from the layered configuration.
@@ -68,6 +71,8 @@ struct CtlSettings {
     scim: muster_ingress::ScimSettings,
     relay: muster_relay::RelayOptions,
     worker: muster_infra::worker::WorkerSettings,
+    smtp: muster_notifier::SmtpSettings,
+    notifier: muster_notifier::NotifierOptions,
 }
 
 #[tokio::main]
@@ -86,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         muster_ingress::SCIM_DEFAULTS,
         muster_relay::RELAY_DEFAULTS,
         muster_infra::worker::WORKER_DEFAULTS,
+        muster_notifier::NOTIFIER_DEFAULTS,
     ])?;
     match cli.command {
         Command::Migrate => {

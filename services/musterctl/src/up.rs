@@ -47,9 +47,23 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
     let assignments_settings = worker_settings(&settings, args.assignments_addr);
     let assignments = muster_assignments::worker(&assignments_settings, pool.clone());
     let assignments_listener = bind_ops("assignments", args.assignments_addr).await?;
+    let notifier_settings = muster_notifier::Settings {
+        database: settings.database.clone(),
+        amqp: settings.amqp.clone(),
+        http: HttpSettings { addr: args.notifier_addr },
+        telemetry: settings.telemetry.clone(),
+        worker: settings.worker.clone(),
+        smtp: settings.smtp.clone(),
+        notifier: settings.notifier.clone(),
+    };
+    let clock = muster_notifier::Clock::system();
+    let notifier = muster_notifier::worker(&notifier_settings, pool.clone(), clock.clone());
+    let dispatcher = muster_notifier::dispatcher(&notifier_settings, pool.clone(), clock)?;
+    let notifier_listener = bind_ops("notifier", args.notifier_addr).await?;
     tracing::info!(ingress = %ingress.local_addr()?, admin = %admin.local_addr()?, relay = %args.relay_addr,
         normalizer = %args.normalizer_addr, hierarchy = %args.hierarchy_addr,
-        assignments = %args.assignments_addr, "muster is up");
+        assignments = %args.assignments_addr, notifier = %args.notifier_addr,
+        smtp = %format!("{}:{}", settings.smtp.host, settings.smtp.port), "muster is up");
 
     let services: Vec<Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>> = vec![
         Box::pin(ingress.run(shutdown.clone())),
@@ -59,6 +73,8 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
         Box::pin(normalizer.run_with_ops(pool.clone(), normalizer_listener, shutdown.clone())),
         Box::pin(hierarchy.run_with_ops(pool.clone(), hierarchy_listener, shutdown.clone())),
         Box::pin(assignments.run_with_ops(pool.clone(), assignments_listener, shutdown.clone())),
+        Box::pin(notifier.run_with_ops(pool.clone(), notifier_listener, shutdown.clone())),
+        Box::pin(dispatcher.run(shutdown.clone())),
     ];
     // If one service fails, stop the others rather than run half a system.
     let results = futures_util::future::join_all(services.into_iter().map(|service| {

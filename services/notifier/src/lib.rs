@@ -33,12 +33,15 @@ pub use mail::{SmtpSettings, TlsMode};
 /// The worker's name in logs, metrics and the version table.
 pub const SERVICE: &str = "notifier";
 
-/// Defaults of the notifier: health listener, SMTP relay (Mailpit's port on this machine),
-/// and timing.
+/// Defaults of the notifier's health listener.
 pub const DEFAULTS: &str = r#"
 [http]
 addr = "0.0.0.0:8086"
+"#;
 
+/// Defaults of the SMTP relay (Mailpit's SMTP port) and of the notifier's timing; also read by
+/// `musterctl up`.
+pub const NOTIFIER_DEFAULTS: &str = r#"
 [smtp]
 host = "127.0.0.1"
 port = 1025

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod db;
 pub mod proxy;
 pub mod scim;
+pub mod smtp;
 pub mod worker;
 
 use std::net::SocketAddr;
