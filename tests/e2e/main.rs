@@ -5,6 +5,7 @@
 mod assignments;
 mod hierarchy;
 mod members;
+mod notifications;
 mod relay;
 mod system;
 mod worker;

@@ -1,14 +1,18 @@
-//! The whole system in one test process: ingress, relay, the normalizer, hierarchy and
-//! assignments workers and admin on
-//! the real PostgreSQL and RabbitMQ, with a probe queue bound to `member.#`.
+//! The whole system in one test process: ingress, relay, the normalizer, hierarchy,
+//! assignments and notifier workers and admin on the real PostgreSQL and RabbitMQ, with a probe
+//! queue bound to `member.#`, an SMTP sink on 127.0.0.1 and the notifier on a hand-moved clock.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use muster_contracts::Names;
 use muster_infra::config::{AmqpSettings, HttpSettings};
 use muster_ingress::ScimSettings;
 use muster_relay::{Relay, RelayOptions};
 use muster_testkit::broker::{Probe, broker_url, teardown_on, test_amqp};
+use muster_testkit::smtp::SmtpSink;
 use muster_testkit::worker::fast_settings;
 use muster_testkit::{TestApp, default_scim_settings, eventually, test_telemetry};
 use serde_json::Value;
@@ -21,6 +25,12 @@ pub struct System {
     names: Names,
     probe: Probe,
     pub admin: String,
+    /// Where the notifier's e-mails go.
+    pub sink: SmtpSink,
+    /// The notifier's clock: it stands still until a test moves it.
+    pub clock: Arc<Mutex<DateTime<Utc>>>,
+    /// The notifier's settings, to start another replica.
+    pub notifier: muster_notifier::Settings,
 }
 
 impl System {
@@ -51,6 +61,11 @@ impl System {
         tokio::spawn(hierarchy.run(app.shutdown_token()));
         let assignments = muster_assignments::worker(&settings, app.db.pool.clone());
         tokio::spawn(assignments.run(app.shutdown_token()));
+        let sink = SmtpSink::start().await.unwrap();
+        let clock = Arc::new(Mutex::new(Utc::now()));
+        let notifier = notifier_settings(&settings, sink.port());
+        let system_clock = clock.clone();
+        spawn_notifier(&notifier, &app, &system_clock);
         let admin_settings = muster_admin::Settings {
             database: app.db.settings(),
             amqp: settings.amqp.clone(),
@@ -60,7 +75,17 @@ impl System {
         let admin = muster_admin::Admin::bind(&admin_settings, app.db.pool.clone()).await.unwrap();
         let admin_url = format!("http://{}/api/v1", admin.local_addr().unwrap());
         tokio::spawn(admin.run(app.shutdown_token()));
-        System { app, names, probe, admin: admin_url }
+        System { app, names, probe, admin: admin_url, sink, clock, notifier }
+    }
+
+    /// Another notifier replica (trigger and dispatcher) on the same queue, database and clock.
+    pub fn start_notifier_replica(&self) {
+        spawn_notifier(&self.notifier, &self.app, &self.clock);
+    }
+
+    /// Moves the notifier's clock.
+    pub fn set_clock(&self, now: DateTime<Utc>) {
+        *self.clock.lock().unwrap() = now;
     }
 
     /// A GET on the admin API that may not find its resource yet.
@@ -129,4 +154,42 @@ impl System {
         teardown_on(&self.probe.channel, &self.names, &fast_settings().retry_delays_ms).await;
         self.probe.teardown(&self.names).await;
     }
+}
+
+fn notifier_settings(workers: &muster_normalizer::Settings, smtp_port: u16) -> muster_notifier::Settings {
+    muster_notifier::Settings {
+        database: workers.database.clone(),
+        amqp: workers.amqp.clone(),
+        http: workers.http.clone(),
+        telemetry: test_telemetry(),
+        worker: fast_settings(),
+        smtp: muster_notifier::SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: smtp_port,
+            tls: muster_notifier::TlsMode::None,
+            username: None,
+            password: None,
+            from: "Muster <muster@contoso.com>".into(),
+            timeout_ms: 5_000,
+        },
+        notifier: muster_notifier::NotifierOptions {
+            base_url: "https://muster.example/members".into(),
+            digest_window_secs: 600,
+            import_window_hours: 72,
+            poll_interval_ms: 20,
+            claim_batch: 20,
+            max_attempts: 2,
+            retry_delays_ms: vec![60_000],
+            sending_lease_secs: 300,
+        },
+    }
+}
+
+fn spawn_notifier(settings: &muster_notifier::Settings, app: &TestApp, clock: &Arc<Mutex<DateTime<Utc>>>) {
+    let clock = clock.clone();
+    let clock = muster_notifier::Clock::from_fn(move || *clock.lock().unwrap());
+    let trigger = muster_notifier::worker(settings, app.db.pool.clone(), clock.clone());
+    tokio::spawn(trigger.run(app.shutdown_token()));
+    let dispatcher = muster_notifier::dispatcher(settings, app.db.pool.clone(), clock).unwrap();
+    tokio::spawn(dispatcher.run(app.shutdown_token()));
 }

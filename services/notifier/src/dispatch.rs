@@ -167,7 +167,8 @@ impl Dispatcher {
         if members.is_empty() {
             return Ok(Outcome::Skipped("no new member to announce".into()));
         }
-        let mail = Digest { id: digest.id, recipient_name: recipient.name.clone(), recipient_email: email.clone(), members };
+        let mail =
+            Digest { id: digest.id, recipient_name: recipient.name.clone(), recipient_email: email.clone(), members };
         match self.mailer.send(&mail).await {
             Ok(()) => Ok(Outcome::Sent { email }),
             Err(err) if err.permanent || digest.attempts >= self.options.max_attempts => {

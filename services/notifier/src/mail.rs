@@ -115,10 +115,11 @@ impl Mailer {
     /// Sends `digest`.
     pub async fn send(&self, digest: &Digest) -> Result<(), SendError> {
         let message = self.compose(digest)?;
-        self.transport.send(message).await.map(|_| ()).map_err(|e| SendError {
-            permanent: e.is_permanent(),
-            reason: format!("SMTP: {e}"),
-        })
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError { permanent: e.is_permanent(), reason: format!("SMTP: {e}") })
     }
 }
 

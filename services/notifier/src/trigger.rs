@@ -121,7 +121,8 @@ impl Trigger {
         .bind(manager)
         .fetch_one(&mut *tx)
         .await?;
-        let window = chrono::Duration::hours(i64::try_from(self.options.import_window_hours).unwrap_or(i64::MAX / 4000));
+        let window =
+            chrono::Duration::hours(i64::try_from(self.options.import_window_hours).unwrap_or(i64::MAX / 4000));
         let outcome = if !facts.notify {
             Outcome::SettingOff
         } else if facts.announced {

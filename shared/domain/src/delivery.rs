@@ -179,8 +179,12 @@ mod tests {
 
     #[test]
     fn every_weekday_of_the_year_lands_on_a_working_day_at_or_after_due() {
-        let zones: [(&str, &str); 4] =
-            [("America/New_York", "en-US"), ("Asia/Jerusalem", "he-IL"), ("Asia/Tehran", "fa-IR"), ("Asia/Kolkata", "en-IN")];
+        let zones: [(&str, &str); 4] = [
+            ("America/New_York", "en-US"),
+            ("Asia/Jerusalem", "he-IL"),
+            ("Asia/Tehran", "fa-IR"),
+            ("Asia/Kolkata", "en-IN"),
+        ];
         for (zone, locale) in zones {
             let zone: Tz = zone.parse().unwrap();
             let weekend = Weekend::for_locale(locale);

@@ -44,9 +44,9 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     /// A sink listening on 127.0.0.1 on a free port.
-    pub async fn start() -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the SMTP sink");
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    pub async fn start() -> std::io::Result<SmtpSink> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
         let sink = SmtpSink { port, messages: Arc::default(), refuse: Arc::default() };
         let accepting = sink.clone();
         tokio::spawn(async move {
@@ -57,7 +57,7 @@ impl SmtpSink {
                 });
             }
         });
-        sink
+        Ok(sink)
     }
 
     pub fn port(&self) -> u16 {
