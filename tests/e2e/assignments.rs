@@ -177,6 +177,7 @@ async fn a_member_moved_between_groups_keeps_manual_edits_and_follows_automatic_
     let sys = System::start().await;
     let scim = sys.app.scim();
     let ann = user(&scim, "ann").await;
+    assignment_of(&sys, &ann, "Default", named("Default")).await;
     let (manual_group, automatic_group) = (scim.create_group("Recorded").await, scim.create_group("Phones").await);
     let manual = assignment(
         &sys,

@@ -79,6 +79,23 @@ async fn mails(sys: &System, count: usize) -> Vec<muster_testkit::smtp::Received
     .await
 }
 
+/// Waits until the new members' assignments are applied (the team is recorded), so that the
+/// e-mail is not postponed for them when the clock moves past its due time.
+async fn recorded(sys: &System, members: &[&str]) {
+    for member in members {
+        eventually(WAIT, &format!("{member} recorded"), || async {
+            let records: Option<bool> =
+                sqlx::query_scalar("select records from assignments.member_state where scim_user_id::text = $1")
+                    .bind(member)
+                    .fetch_optional(&sys.app.db.pool)
+                    .await
+                    .unwrap();
+            records.filter(|r| *r)
+        })
+        .await;
+    }
+}
+
 /// Waits until the notifier has taken the member's placement of `version` into account.
 async fn placement_seen(sys: &System, member: &str, version: i64) {
     eventually(WAIT, &format!("placement {version} of {member} seen"), || async {
@@ -108,6 +125,7 @@ async fn one_new_report_gets_one_email_and_updates_reactivations_and_moves_get_n
     assert_eq!(list[0]["state"], "scheduled");
     assert_eq!(member_ids(&list[0]), vec![ann.clone()]);
     assert_eq!(at(list[0]["scheduled_for"].as_str().unwrap()), wednesday + Duration::minutes(10), "the digest window");
+    recorded(&sys, &[&ann]).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(sys.sink.messages().is_empty(), "nothing before it is due");
 
@@ -159,6 +177,7 @@ async fn several_new_reports_arriving_together_become_one_digest() {
     })
     .await;
     assert_eq!(member_ids(&list[0]), reports);
+    recorded(&sys, &reports.iter().map(String::as_str).collect::<Vec<_>>()).await;
     sys.set_clock(wednesday + Duration::minutes(11));
     let sent = mails(&sys, 1).await;
     assert_eq!(sent[0].header("Subject").as_deref(), Some("5 new members joined your team"));
@@ -189,6 +208,7 @@ async fn redelivered_events_and_two_replicas_send_each_email_once() {
     for member in &placed {
         placement_seen(&sys, member, 1).await;
     }
+    recorded(&sys, &placed.iter().map(String::as_str).collect::<Vec<_>>()).await;
     // Every `member.placed` published twice more: redelivery as the broker may do it.
     for _ in 0..2 {
         sqlx::query(
@@ -232,16 +252,17 @@ async fn a_weekend_import_is_delivered_on_the_next_working_day_at_nine_local() {
 
     // Friday in Jerusalem is weekend (Fri–Sat): Sunday 09:00 local, 07:00 UTC in winter.
     sys.set_clock(at("2026-12-04T08:00:00Z"));
-    report(&scim, "ann", &rina).await;
+    let ann = report(&scim, "ann", &rina).await;
     let list = notifications(&sys, "Rina's digest", |l| l.len() == 1).await;
     assert_eq!(at(list[0]["scheduled_for"].as_str().unwrap()), at("2026-12-06T07:00:00Z"));
     // Saturday in New York: Monday 09:00 local, 14:00 UTC.
     sys.set_clock(at("2026-12-05T15:00:00Z"));
-    report(&scim, "bob", &bea).await;
+    let bob = report(&scim, "bob", &bea).await;
     let list = notifications(&sys, "Bea's digest", |l| l.len() == 2).await;
     let bea_digest = list.iter().find(|n| n["recipient"]["email"] == "bea@contoso.com").unwrap();
     assert_eq!(at(bea_digest["scheduled_for"].as_str().unwrap()), at("2026-12-07T14:00:00Z"));
 
+    recorded(&sys, &[&ann, &bob]).await;
     sys.set_clock(at("2026-12-06T07:00:00Z"));
     let sent = mails(&sys, 1).await;
     assert_eq!(sent[0].to, vec!["rina@contoso.com"], "Sunday is a working day in Israel");
@@ -262,8 +283,9 @@ async fn smtp_failures_are_retried_then_failed_with_the_reason_and_an_operator_r
     let wednesday = at("2026-12-02T15:00:00Z");
     sys.set_clock(wednesday);
     let boss = manager(&scim, "bea", "America/New_York", "en-US").await;
-    report(&scim, "ann", &boss).await;
+    let ann = report(&scim, "ann", &boss).await;
     notifications(&sys, "scheduled", |l| l.len() == 1).await;
+    recorded(&sys, &[&ann]).await;
     sys.sink.refuse_next(10);
 
     sys.set_clock(wednesday + Duration::minutes(11));
@@ -295,8 +317,9 @@ async fn a_send_interrupted_by_a_crash_is_failed_not_sent_again() {
     let wednesday = at("2026-12-02T15:00:00Z");
     sys.set_clock(wednesday);
     let boss = manager(&scim, "bea", "America/New_York", "en-US").await;
-    report(&scim, "ann", &boss).await;
+    let ann = report(&scim, "ann", &boss).await;
     notifications(&sys, "scheduled", |l| l.len() == 1).await;
+    recorded(&sys, &[&ann]).await;
     // A sender claimed it and died before recording what the relay answered.
     sqlx::query("update notifications.notifications set state = 'sending', attempts = 1, claimed_at = $1")
         .bind(wednesday)
@@ -312,4 +335,32 @@ async fn a_send_interrupted_by_a_crash_is_failed_not_sent_again() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(sys.sink.messages().is_empty(), "at most once: not sent again by itself");
     sys.stop().await;
+}
+
+#[tokio::test]
+async fn a_manager_whose_team_is_not_recorded_gets_no_email() {
+    let sys = System::start().await;
+    let scim = sys.app.scim();
+    // The company notifies, but nobody records anything (the default assignment gives nothing).
+    let (status, _) = sys.admin_send(Method::PUT, "/settings", json!({"notify_managers_on_import": true})).await;
+    assert_eq!(status, 200);
+    let wednesday = at("2026-12-02T15:00:00Z");
+    sys.set_clock(wednesday);
+    let boss = manager(&scim, "bea", "America/New_York", "en-US").await;
+    let ann = report(&scim, "ann", &boss).await;
+    notifications(&sys, "scheduled", |l| l.len() == 1).await;
+    assignment_applied(&sys, &ann).await;
+    sys.set_clock(wednesday + Duration::minutes(11));
+    let list = notifications(&sys, "skipped", |l| l[0]["state"] == "skipped").await;
+    assert!(list[0]["reason"].as_str().unwrap().contains("not recorded"), "{}", list[0]);
+    assert!(sys.sink.messages().is_empty());
+    sys.stop().await;
+}
+
+async fn assignment_applied(sys: &System, member: &str) {
+    eventually(WAIT, &format!("{member}'s assignment applied"), || async {
+        let view = sys.admin_try_get(&format!("/members/{member}")).await?;
+        (!view["assignment"].is_null()).then_some(())
+    })
+    .await;
 }

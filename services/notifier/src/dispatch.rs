@@ -33,11 +33,17 @@ pub struct Dispatcher {
 #[derive(sqlx::FromRow)]
 struct Claimed {
     id: Uuid,
+    due_at: DateTime<Utc>,
     tenant_id: Uuid,
     recipient_id: Uuid,
     attempts: i32,
     claimed_at: DateTime<Utc>,
 }
+
+/// How long after it was due an e-mail waits for its new members' assignments (the assignments
+/// worker lagging behind the hierarchy, e.g. in an initial sync) before the team is judged on
+/// what is known.
+const WAIT_FOR_ASSIGNMENTS: chrono::Duration = chrono::Duration::hours(1);
 
 #[derive(sqlx::FromRow)]
 struct Recipient {
@@ -48,6 +54,8 @@ struct Recipient {
     timezone: Option<String>,
     locale: Option<String>,
     recorded: bool,
+    /// New members of the digest whose assignment was not applied yet.
+    unassigned: i64,
 }
 
 /// How a claimed digest ends this time.
@@ -108,7 +116,7 @@ impl Dispatcher {
              update notifications.notifications n
              set state = 'sending', claimed_at = $1, attempts = n.attempts + 1, updated_at = now()
              from due where n.id = due.id
-             returning n.id, n.tenant_id, n.recipient_id, n.attempts, n.claimed_at",
+             returning n.id, n.due_at, n.tenant_id, n.recipient_id, n.attempts, n.claimed_at",
         )
         .bind(now)
         .bind(self.options.claim_batch)
@@ -133,12 +141,16 @@ impl Dispatcher {
                     m.profile->>'timezone' as timezone, m.profile->>'locale' as locale,
                     exists(select 1 from hierarchy.nodes n
                            join assignments.member_state s on s.tenant_id = n.tenant_id and s.scim_user_id = n.scim_user_id
-                           where n.tenant_id = $1 and n.manager_id = $2 and s.records) as recorded
+                           where n.tenant_id = $1 and n.manager_id = $2 and s.records) as recorded,
+                    (select count(*) from notifications.items i
+                     left join assignments.member_state s on s.tenant_id = i.tenant_id and s.scim_user_id = i.member_id
+                     where i.notification_id = $3 and s.scim_user_id is null) as unassigned
              from (select 1) one
              left join members.members m on m.tenant_id = $1 and m.scim_user_id = $2",
         )
         .bind(digest.tenant_id)
         .bind(digest.recipient_id)
+        .bind(digest.id)
         .fetch_one(&self.pool)
         .await?;
         if !recipient.notify {
@@ -150,6 +162,11 @@ impl Dispatcher {
         let Some(email) = recipient.email.clone() else {
             return Ok(Outcome::Skipped("the manager has no e-mail address".into()));
         };
+        let now = self.clock.now();
+        if !recipient.recorded && recipient.unassigned > 0 && now - digest.due_at < WAIT_FOR_ASSIGNMENTS {
+            let reason = format!("waiting for the assignments of {} new member(s)", recipient.unassigned);
+            return Ok(Outcome::Retry { at: now + chrono::Duration::minutes(1), reason });
+        }
         if !recipient.recorded {
             return Ok(Outcome::Skipped("no direct report has data capture on: the team is not recorded".into()));
         }

@@ -168,8 +168,8 @@ async fn collecting_digest(
     // A dispatcher may claim the open digest between the two statements; then open another.
     loop {
         sqlx::query(
-            "insert into notifications.notifications (id, tenant_id, recipient_id, state, scheduled_for)
-             values ($1, $2, $3, 'scheduled', $4)
+            "insert into notifications.notifications (id, tenant_id, recipient_id, state, due_at, scheduled_for)
+             values ($1, $2, $3, 'scheduled', $4, $4)
              on conflict (tenant_id, recipient_id) where state = 'scheduled' and attempts = 0 do nothing",
         )
         .bind(Uuid::now_v7())

@@ -12,7 +12,9 @@ create table notifications.notifications (
     tenant_id        uuid not null references tenancy.tenants (id) on delete cascade,
     recipient_id     uuid not null,
     state            text not null check (state in ('scheduled', 'sending', 'sent', 'failed', 'skipped')),
-    -- Due: the digest window's end, moved off the recipient's weekend; later for a retry.
+    -- First due: the digest window's end, moved off the recipient's weekend.
+    due_at           timestamptz not null,
+    -- Next due: `due_at`, or later for a retry.
     scheduled_for    timestamptz not null,
     attempts         integer not null default 0,
     reason           text,
