@@ -301,7 +301,9 @@ async fn smtp_failures_are_retried_then_failed_with_the_reason_and_an_operator_r
     sys.sink.refuse_next(0);
     let id = list[0]["id"].as_str().unwrap();
     let (status, retried) = sys.admin_send(Method::POST, &format!("/notifications/{id}/retry"), json!({})).await;
-    assert_eq!((status, retried["state"].as_str()), (200, Some("scheduled")), "{retried}");
+    // The dispatcher may already have claimed it again by the time the answer is read.
+    assert_eq!(status, 200, "{retried}");
+    assert!(["scheduled", "sending", "sent"].contains(&retried["state"].as_str().unwrap()), "{retried}");
     mails(&sys, 1).await;
     notifications(&sys, "sent after the retry", |l| l[0]["state"] == "sent").await;
     let (status, problem) = sys.admin_send(Method::POST, &format!("/notifications/{id}/retry"), json!({})).await;

@@ -1,6 +1,7 @@
 //! `musterctl`: the operator's CLI — migrations, tenants and their tokens, and `up`, which
 //! runs the whole system in one process.
 
+mod bench;
 mod dlq;
 mod tenants;
 mod up;
@@ -35,6 +36,9 @@ enum Command {
     /// Run every service in this process: migrations and topology first, then ingress,
     /// relay, admin and the workers, until Ctrl-C or SIGTERM.
     Up(UpArgs),
+    /// Load-test a fresh system: an Entra-shaped company pushed through SCIM as Entra does,
+    /// then how long until everyone is provisioned and what each service used.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -105,5 +109,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => tenants::token(&settings.database, cmd).await,
         Command::Dlq(cmd) => dlq::run(&settings.amqp, cmd).await,
         Command::Up(args) => up::up(settings, args).await,
+        Command::Bench(args) => bench::run(&settings.database, &settings.amqp, args).await,
     }
 }

@@ -31,8 +31,10 @@ pub const ASSIGNMENTS: WorkerQueue = WorkerQueue {
     ],
 };
 /// The notifier: new members placed under a manager become e-mails to that manager (whether
-/// the team is recorded is read when the e-mail is due).
-pub const NOTIFIER: WorkerQueue = WorkerQueue { name: "notifier", bindings: &["member.placed"] };
+/// the team is recorded is read when the e-mail is due, so `member.assignment_applied` is only
+/// acknowledged; the binding keeps every event kind routable).
+pub const NOTIFIER: WorkerQueue =
+    WorkerQueue { name: "notifier", bindings: &["member.placed", "member.assignment_applied"] };
 
 /// Every worker queue of the system, declared by `musterctl up` and by the relay so that no
 /// event published before a worker first starts is unroutable.
@@ -87,6 +89,32 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// AMQP topic matching: `*` is one word, `#` zero or more.
+    fn matches(pattern: &str, key: &str) -> bool {
+        fn go(p: &[&str], k: &[&str]) -> bool {
+            match (p.first(), k.first()) {
+                (None, None) => true,
+                (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+                (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+                (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
+                _ => false,
+            }
+        }
+        go(&pattern.split('.').collect::<Vec<_>>(), &key.split('.').collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn every_event_kind_reaches_some_worker_queue() {
+        // The relay publishes with `mandatory`: an event no queue binds would be retried forever.
+        for kind in crate::EventKind::ALL {
+            let key = kind.routing_key();
+            let bound = WORKER_QUEUES.iter().any(|q| q.bindings.iter().any(|b| matches(b, key)));
+            assert!(bound, "no worker queue binds {key}");
+        }
+        assert!(matches("scim.user.*", "scim.user.upserted") && !matches("scim.user.*", "scim.group.upserted"));
+        assert!(matches("member.#", "member.placed") && matches("#", "a.b"));
+    }
 
     #[test]
     fn names_carry_the_prefix() {

@@ -1,0 +1,460 @@
+//! `musterctl bench`: an Entra-scale initial sync and an incremental cycle, driven through the
+//! SCIM API the way Entra's provisioning service drives it, against every service running as
+//! its own process on a fresh database and AMQP prefix; then how long after Entra's last
+//! request everyone is provisioned, and what each service used. See the README ("Benchmark").
+
+mod baseline;
+mod data;
+mod driver;
+mod report;
+mod system;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use muster_infra::config::{AmqpSettings, DatabaseSettings};
+use muster_infra::tenancy::{self, TokenKind};
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use data::{Company, ENTERPRISE, ManagerRef};
+use driver::{Client, Pace, Stats};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Users in the company.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: usize,
+    /// Groups (skewed sizes; the largest holds half the company, at most 50,000).
+    #[arg(long, default_value_t = 1_000)]
+    pub groups: usize,
+    /// Requests in flight at most (closed loop).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Pace request starts to this many per second (open loop, still at most `connections`
+    /// in flight); default: as fast as the closed loop goes.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seed of the generated company.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Members per membership PATCH.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// First measure PostgreSQL's commit rate and RabbitMQ's confirmed publish rate on this box,
+    /// and report Muster's figures as ratios of them.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Seconds each baseline measurement runs.
+    #[arg(long, default_value_t = 10)]
+    pub baseline_seconds: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the service binaries are (default: beside musterctl).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Keep the bench's database afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Give up waiting for everyone to be provisioned after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout_secs: u64,
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> anyhow::Result<String> {
+    let scheme_end = url.find("://").context("DATABASE_URL has no scheme")? + 3;
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let path_start = base[scheme_end..].find('/').map(|p| scheme_end + p).unwrap_or(base.len());
+    Ok(format!("{}/{name}{query}", &base[..path_start]))
+}
+
+/// The ids the SCIM API gave.
+struct Ids {
+    users: Vec<Option<String>>,
+    groups: Vec<String>,
+}
+
+pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchArgs) -> anyhow::Result<()> {
+    if args.users == 0 || args.groups == 0 || args.connections == 0 {
+        bail!("--users, --groups and --connections must be at least 1");
+    }
+    let binaries = system::binaries(args.bin_dir.as_deref())?;
+    let suffix = Uuid::new_v4().simple().to_string()[..8].to_string();
+    let database_url = with_database(database.url.expose_secret(), &format!("muster_bench_{suffix}"))?;
+    let mut bench_db = database.clone();
+    bench_db.url = SecretString::from(database_url.clone());
+    bench_db.max_connections = 20;
+    let bench_amqp = AmqpSettings { url: amqp.url.clone(), prefix: format!("bench-{suffix}.") };
+    muster_infra::db::ensure_database(&bench_db).await?;
+    let pool = muster_infra::db::pool(&bench_db)?;
+    muster_infra::db::migrate(&pool).await?;
+    let progress = |what: &str| {
+        if !args.json {
+            eprintln!("bench: {what}");
+        }
+    };
+    progress(&format!("database muster_bench_{suffix}, AMQP prefix bench-{suffix}."));
+
+    let mut baselines = None;
+    if args.baseline {
+        progress("baseline: PostgreSQL commits (resource row + outbox row)…");
+        let commits = baseline::postgres(&pool, args.connections, args.baseline_seconds).await?;
+        progress("baseline: RabbitMQ confirmed publishes…");
+        let publishes = baseline::rabbitmq(&bench_amqp, args.baseline_seconds).await?;
+        baselines = Some((commits, publishes));
+    }
+
+    let company = Company::generate(args.users, args.groups, args.seed);
+    let mut conn = pool.acquire().await?;
+    let tenant = tenancy::create_tenant(&mut conn, "Contoso (bench)", &company.domain).await?;
+    let (_, scim_token) = tenancy::issue_token(&mut conn, tenant.id, TokenKind::Scim, "bench").await?;
+    let (_, admin_token) = tenancy::issue_token(&mut conn, tenant.id, TokenKind::Admin, "bench").await?;
+    drop(conn);
+
+    let logs = std::env::temp_dir().join(format!("muster-bench-{suffix}"));
+    progress(&format!("starting the services from {} (logs in {})", binaries.display(), logs.display()));
+    let services = system::start(&binaries, &database_url, amqp.url.expose_secret(), &bench_amqp.prefix, &logs).await?;
+    let port_of = |name: &str| services.iter().find(|s| s.name == name).map(|s| s.port).unwrap_or_default();
+    let stats = Stats::default();
+    let pace = Pace::new(args.rate);
+    let scim = Client::new(
+        format!("http://127.0.0.1:{}/scim/v2", port_of("muster-ingress")),
+        scim_token,
+        true,
+        stats.clone(),
+        pace.clone(),
+    );
+    let admin = Client::new(
+        format!("http://127.0.0.1:{}/api/v1", port_of("muster-admin")),
+        admin_token,
+        false,
+        stats.clone(),
+        Pace::new(None),
+    );
+    let stop_sampling = CancellationToken::new();
+    let depths = system::sample_depths(pool.clone(), bench_amqp.clone(), stop_sampling.clone());
+
+    let outcome = drive(&company, &scim, &admin, &args, &progress).await;
+    let (ids, phases, last_write) = match outcome {
+        Ok(done) => done,
+        Err(err) => {
+            stop_sampling.cancel();
+            for service in services {
+                service.stop().await;
+            }
+            return Err(err);
+        }
+    };
+    progress("waiting until every member is in its final state…");
+    let settled = completion(&pool, tenant.id, Duration::from_secs(args.timeout_secs)).await;
+    let lags = lag_distribution(&pool, tenant.id).await.unwrap_or_default();
+    let final_counts = final_counts(&pool, tenant.id).await.unwrap_or(Value::Null);
+    stop_sampling.cancel();
+    let usage: Vec<(&'static str, system::Usage)> = services.iter().map(|s| (s.name, s.usage())).collect();
+    for service in services {
+        service.stop().await;
+    }
+    let depths = depths.lock().map(|d| d.clone()).unwrap_or_default();
+    pool.close().await;
+    if !args.keep {
+        drop_database(database, &format!("muster_bench_{suffix}")).await;
+    }
+    let settled = settled?;
+    let report = report::Report {
+        args: args.clone(),
+        users_created: ids.users.iter().filter(|u| u.is_some()).count(),
+        groups_created: ids.groups.len(),
+        stats: stats.snapshot(),
+        phases,
+        settle: settled.duration_since(last_write),
+        lags,
+        final_counts,
+        usage,
+        depths,
+        baselines,
+        logs,
+    };
+    report.print(args.json);
+    Ok(())
+}
+
+async fn drop_database(database: &DatabaseSettings, name: &str) {
+    let Ok(admin_url) = with_database(database.url.expose_secret(), "postgres") else { return };
+    let mut admin_db = database.clone();
+    admin_db.url = SecretString::from(admin_url);
+    if let Ok(pool) = muster_infra::db::pool(&admin_db) {
+        let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)")).execute(&pool).await;
+        pool.close().await;
+    }
+}
+
+/// The phases with their wall time.
+pub type Phases = Vec<(&'static str, Duration)>;
+
+/// Entra's cycle: users (look up, then create), managers by id, groups, assignments,
+/// memberships in batches, then an incremental cycle. Returns the ids, the phases, and the
+/// instant of the last SCIM write.
+async fn drive(
+    company: &Company,
+    scim: &Client,
+    admin: &Client,
+    args: &BenchArgs,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<(Ids, Phases, Instant)> {
+    let c = args.connections;
+    let mut phases = Vec::new();
+    let answer = admin.send("PUT /catalog (admin)", Method::PUT, "/catalog", Some(&Company::catalog())).await;
+    if answer.status != 200 {
+        bail!("the admin API refused the catalog: {} {}", answer.status, answer.body);
+    }
+
+    progress(&format!("{} users: GET ?filter=userName eq … then POST, {c} connections", company.users.len()));
+    let started = Instant::now();
+    let created: Vec<(usize, Option<String>)> = futures_util::stream::iter(company.send_order.iter().copied())
+        .map(|i| async move {
+            let user = &company.users[i];
+            let filter = format!("userName eq \"{}\"", user.user_name);
+            let encoded: String = filter
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            scim.send("GET /Users?filter", Method::GET, &format!("/Users?filter={encoded}"), None).await;
+            let answer = scim.send("POST /Users", Method::POST, "/Users", Some(&user.body)).await;
+            (i, answer.body["id"].as_str().map(str::to_string))
+        })
+        .buffer_unordered(c)
+        .collect()
+        .await;
+    phases.push(("users", started.elapsed()));
+    let mut users = vec![None; company.users.len()];
+    for (i, id) in created {
+        users[i] = id;
+    }
+    let users = Arc::new(users);
+
+    progress("managers by id, in later PATCHes");
+    let started = Instant::now();
+    let links: Vec<(String, String)> = company
+        .users
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| match u.manager {
+            ManagerRef::Id(m) => Some((users[i].clone()?, users[m].clone()?)),
+            _ => None,
+        })
+        .collect();
+    futures_util::stream::iter(links)
+        .for_each_concurrent(c, |(user, manager)| async move {
+            let body = patch(json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": manager}]));
+            scim.send("PATCH /Users manager", Method::PATCH, &format!("/Users/{user}"), Some(&body)).await;
+        })
+        .await;
+    phases.push(("managers", started.elapsed()));
+
+    progress(&format!("{} groups, created empty", company.groups.len()));
+    let started = Instant::now();
+    let groups: Vec<Option<String>> = futures_util::stream::iter(company.groups.iter())
+        .map(|(name, _)| async move {
+            let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
+                              "externalId": format!("grp-{name}")});
+            scim.send("POST /Groups", Method::POST, "/Groups", Some(&body)).await.body["id"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .buffered(c)
+        .collect()
+        .await;
+    let groups: Vec<String> = groups.into_iter().flatten().collect();
+    for assignment in Company::assignments(&groups) {
+        let answer = admin.send("POST /assignments (admin)", Method::POST, "/assignments", Some(&assignment)).await;
+        if answer.status != 201 {
+            bail!("the admin API refused an assignment: {} {}", answer.status, answer.body);
+        }
+    }
+    phases.push(("groups", started.elapsed()));
+
+    progress(&format!("memberships in PATCHes of {}", args.batch));
+    let started = Instant::now();
+    let mut batches = Vec::new();
+    for ((_, members), group) in company.groups.iter().zip(&groups) {
+        let ids: Vec<&String> = members.iter().filter_map(|m| users[*m].as_ref()).collect();
+        for chunk in ids.chunks(args.batch.max(1)) {
+            let value: Vec<Value> = chunk.iter().map(|id| json!({"value": id})).collect();
+            batches.push((group.clone(), patch(json!([{"op": "Add", "path": "members", "value": value}]))));
+        }
+    }
+    futures_util::stream::iter(batches)
+        .for_each_concurrent(c, |(group, body)| async move {
+            scim.send("PATCH /Groups members", Method::PATCH, &format!("/Groups/{group}"), Some(&body)).await;
+        })
+        .await;
+    phases.push(("memberships", started.elapsed()));
+
+    progress("incremental cycle: attribute updates, deactivations, reactivations, membership moves");
+    let started = Instant::now();
+    let n = company.users.len();
+    let every = |k: usize| (0..n).step_by(k.max(1)).filter_map(|i| users[i].clone()).collect::<Vec<_>>();
+    let updates = every(100);
+    futures_util::stream::iter(updates)
+        .for_each_concurrent(c, |id| async move {
+            let body = patch(json!([{"op": "Replace", "path": "title", "value": "Senior Engineer"},
+                                    {"op": "Replace", "path": "phoneNumbers[type eq \"work\"].value", "value": "+1 212 555 0199"}]));
+            scim.send("PATCH /Users attributes", Method::PATCH, &format!("/Users/{id}"), Some(&body)).await;
+        })
+        .await;
+    let deactivated: Vec<String> = (0..n).skip(3).step_by(200).filter_map(|i| users[i].clone()).collect();
+    let active = |on: bool| patch(json!([{"op": "Replace", "path": "active", "value": on}]));
+    futures_util::stream::iter(deactivated.clone())
+        .for_each_concurrent(c, |id| {
+            let body = active(false);
+            async move {
+                scim.send("PATCH /Users active", Method::PATCH, &format!("/Users/{id}"), Some(&body)).await;
+            }
+        })
+        .await;
+    futures_util::stream::iter(deactivated.into_iter().step_by(2))
+        .for_each_concurrent(c, |id| {
+            let body = active(true);
+            async move {
+                scim.send("PATCH /Users active", Method::PATCH, &format!("/Users/{id}"), Some(&body)).await;
+            }
+        })
+        .await;
+    // Moves between groups: out of one group, into the next.
+    let mut moves = Vec::new();
+    if groups.len() > 2 {
+        for (g, (_, members)) in company.groups.iter().enumerate().skip(1) {
+            for m in members.iter().step_by(200) {
+                if let Some(id) = &users[*m] {
+                    moves.push((groups[g].clone(), groups[1 + g % (groups.len() - 1)].clone(), id.clone()));
+                }
+            }
+        }
+    }
+    futures_util::stream::iter(moves)
+        .for_each_concurrent(c, |(from, to, id)| async move {
+            let out = patch(json!([{"op": "Remove", "path": format!("members[value eq \"{id}\"]")}]));
+            scim.send("PATCH /Groups members", Method::PATCH, &format!("/Groups/{from}"), Some(&out)).await;
+            let into = patch(json!([{"op": "Add", "path": "members", "value": [{"value": id}]}]));
+            scim.send("PATCH /Groups members", Method::PATCH, &format!("/Groups/{to}"), Some(&into)).await;
+        })
+        .await;
+    phases.push(("incremental", started.elapsed()));
+    let last_write = Instant::now();
+    let users = Arc::try_unwrap(users).unwrap_or_else(|shared| (*shared).clone());
+    Ok((Ids { users, groups }, phases, last_write))
+}
+
+fn patch(operations: Value) -> Value {
+    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations})
+}
+
+/// Waits until every member is in its final state; returns when it was: every SCIM user's newest version normalized, every member's newest
+/// version placed (or pending with a reason), every active member under the assignment its
+/// groups give and every inactive one released, and nothing left in the outbox.
+async fn completion(pool: &sqlx::PgPool, tenant: Uuid, timeout: Duration) -> anyhow::Result<Instant> {
+    let started = Instant::now();
+    loop {
+        if settled(pool, tenant).await? {
+            return Ok(Instant::now());
+        }
+        if started.elapsed() > timeout {
+            bail!("not every member was provisioned {} s after the last write", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn settled(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<bool> {
+    let cheap: bool = sqlx::query_scalar(
+        "select not exists(select 1 from scim.outbox where published_at is null)
+            and not exists(select 1 from scim.users u
+                           left join worker.processed_versions p
+                             on p.worker = 'normalizer' and p.tenant_id = u.tenant_id and p.entity_id = u.id::text
+                           where u.tenant_id = $1 and (p.version is null or p.version < u.version))
+            and not exists(select 1 from members.members m
+                           left join worker.processed_versions p
+                             on p.worker = 'hierarchy' and p.tenant_id = m.tenant_id and p.entity_id = m.scim_user_id::text
+                           where m.tenant_id = $1 and (p.version is null or p.version < m.version))",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?;
+    if !cheap {
+        return Ok(false);
+    }
+    // The assignment each member's groups give, against what the worker applied.
+    let wrong: i64 = sqlx::query_scalar(
+        "with expected as (
+             select m.scim_user_id, m.status,
+                    coalesce((select a.id from assignments.assignments a
+                              where a.tenant_id = $1 and not a.is_default
+                                and a.groups && array(select gm.group_id from scim.group_members gm
+                                                      where gm.tenant_id = $1 and gm.member_id = m.scim_user_id)
+                              order by a.position, a.id limit 1),
+                             (select id from assignments.assignments where tenant_id = $1 and is_default)) as assignment
+             from members.members m where m.tenant_id = $1 and m.status <> 'skipped')
+         select count(*) from expected e
+         left join assignments.member_state s on s.tenant_id = $1 and s.scim_user_id = e.scim_user_id
+         where s.scim_user_id is null or s.active <> (e.status = 'active')
+            or (e.status = 'active' and s.assignment_id <> e.assignment)",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?;
+    Ok(wrong == 0)
+}
+
+/// Per member: from the user's last SCIM write to the last change the workers made to it.
+async fn lag_distribution(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<Vec<(String, f64)>> {
+    let row: (Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+        "with lag as (
+             select greatest(0, extract(epoch from greatest(m.updated_at, n.updated_at, s.updated_at) - u.updated_at))
+                        as seconds
+             from scim.users u
+             join members.members m on m.tenant_id = u.tenant_id and m.scim_user_id = u.id
+             left join hierarchy.nodes n on n.tenant_id = m.tenant_id and n.scim_user_id = m.scim_user_id
+             left join assignments.member_state s on s.tenant_id = m.tenant_id and s.scim_user_id = m.scim_user_id
+             where u.tenant_id = $1)
+         select percentile_cont(0.5) within group (order by seconds), percentile_cont(0.95) within group (order by seconds),
+                percentile_cont(0.99) within group (order by seconds), max(seconds), avg(seconds) from lag",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?;
+    Ok(vec![
+        ("p50".into(), row.0.unwrap_or(0.0)),
+        ("p95".into(), row.1.unwrap_or(0.0)),
+        ("p99".into(), row.2.unwrap_or(0.0)),
+        ("max".into(), row.3.unwrap_or(0.0)),
+        ("mean".into(), row.4.unwrap_or(0.0)),
+    ])
+}
+
+/// What the company came to: members by status, links by resolution, members by assignment.
+async fn final_counts(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<Value> {
+    let by = |sql: &'static str| async move {
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql).bind(tenant).fetch_all(pool).await?;
+        Ok::<Value, sqlx::Error>(Value::Object(rows.into_iter().map(|(k, v)| (k, json!(v))).collect()))
+    };
+    Ok(json!({
+        "members": by("select status, count(*) from members.members where tenant_id = $1 group by 1 order by 1").await?,
+        "manager_links": by("select resolution, count(*) from hierarchy.nodes where tenant_id = $1 group by 1 order by 1").await?,
+        "assignments": by("select assignment_name || case when active then '' else ' (inactive)' end, count(*)
+                           from assignments.member_state where tenant_id = $1 group by 1 order by 1").await?,
+    }))
+}

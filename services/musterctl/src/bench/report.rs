@@ -1,0 +1,182 @@
+//! The bench's report: a table for people, `--json` for scripts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::BenchArgs;
+use super::driver::KindStats;
+use super::system::{Depths, Usage};
+
+pub struct Report {
+    pub args: BenchArgs,
+    pub users_created: usize,
+    pub groups_created: usize,
+    pub stats: BTreeMap<&'static str, KindStats>,
+    pub phases: super::Phases,
+    pub settle: Duration,
+    pub lags: Vec<(String, f64)>,
+    pub final_counts: Value,
+    pub usage: Vec<(&'static str, Usage)>,
+    pub depths: Depths,
+    /// PostgreSQL commits/s and RabbitMQ confirmed publishes/s.
+    pub baselines: Option<(f64, f64)>,
+    pub logs: PathBuf,
+}
+
+const WRITES: [&str; 6] = [
+    "POST /Users",
+    "PATCH /Users manager",
+    "POST /Groups",
+    "PATCH /Groups members",
+    "PATCH /Users attributes",
+    "PATCH /Users active",
+];
+
+impl Report {
+    fn errors(&self) -> BTreeMap<String, u64> {
+        let mut errors = BTreeMap::new();
+        for (kind, stats) in &self.stats {
+            for (status, count) in &stats.statuses {
+                let expected = match *kind {
+                    "GET /Users?filter" => *status == 200,
+                    "POST /Users" | "POST /Groups" | "POST /assignments (admin)" => *status == 201,
+                    "PATCH /Groups members" => *status == 204,
+                    _ => *status == 200 || *status == 204,
+                };
+                if !expected {
+                    *errors.entry(format!("{kind}: {status}")).or_default() += count;
+                }
+            }
+        }
+        errors
+    }
+
+    /// SCIM writes per second over the write phases' wall time.
+    fn write_rate(&self) -> f64 {
+        let writes: usize =
+            self.stats.iter().filter(|(k, _)| WRITES.contains(k)).map(|(_, s)| s.latencies_us.len()).sum();
+        let wall: f64 = self.phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        if wall > 0.0 { writes as f64 / wall } else { 0.0 }
+    }
+
+    fn post_rate(&self) -> f64 {
+        self.stats.get("POST /Users").map(KindStats::rate).unwrap_or(0.0)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let requests: Value = self
+            .stats
+            .iter()
+            .map(|(kind, s)| {
+                (
+                    kind.to_string(),
+                    json!({
+                        "count": s.latencies_us.len(), "per_second": s.rate(),
+                        "latency_ms": {"p50": s.quantile_ms(0.5), "p95": s.quantile_ms(0.95),
+                                       "p99": s.quantile_ms(0.99), "max": s.quantile_ms(1.0)},
+                        "statuses": s.statuses,
+                    }),
+                )
+            })
+            .collect::<serde_json::Map<String, Value>>()
+            .into();
+        let baseline = self.baselines.map(|(commits, publishes)| {
+            json!({"postgres_commits_per_second": commits, "rabbitmq_confirmed_publishes_per_second": publishes,
+                   "post_users_over_commits": self.post_rate() / commits,
+                   "scim_writes_over_commits": self.write_rate() / commits})
+        });
+        json!({
+            "users": self.args.users, "groups": self.args.groups, "connections": self.args.connections,
+            "rate": self.args.rate, "seed": self.args.seed,
+            "created": {"users": self.users_created, "groups": self.groups_created},
+            "phases_seconds": self.phases.iter().map(|(p, d)| (p.to_string(), json!(d.as_secs_f64())))
+                .collect::<serde_json::Map<String, Value>>(),
+            "scim_writes_per_second": self.write_rate(),
+            "requests": requests,
+            "errors": self.errors(),
+            "provisioned_seconds_after_last_write": self.settle.as_secs_f64(),
+            "lag_seconds": self.lags.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
+            "final": self.final_counts,
+            "services": self.usage.iter().map(|(name, u)| (name.to_string(),
+                json!({"peak_rss_mib": u.peak_rss_mib, "cpu_seconds": u.cpu_seconds})))
+                .collect::<serde_json::Map<String, Value>>(),
+            "deepest_queue": {"name": self.depths.deepest_queue_name, "messages": self.depths.deepest_queue},
+            "deepest_outbox": self.depths.deepest_outbox,
+            "baseline": baseline,
+            "logs": self.logs,
+        })
+    }
+
+    pub fn print(&self, as_json: bool) {
+        if as_json {
+            println!("{}", self.to_json());
+            return;
+        }
+        println!(
+            "Muster bench: {} users, {} groups, {} connections{}, seed {}",
+            self.args.users,
+            self.args.groups,
+            self.args.connections,
+            self.args.rate.map(|r| format!(", paced at {r:.0} req/s")).unwrap_or_default(),
+            self.args.seed
+        );
+        println!();
+        println!(
+            "{:<28} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            "request", "count", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"
+        );
+        for (kind, s) in &self.stats {
+            println!(
+                "{:<28} {:>8} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.1}",
+                kind,
+                s.latencies_us.len(),
+                s.rate(),
+                s.quantile_ms(0.5),
+                s.quantile_ms(0.95),
+                s.quantile_ms(0.99),
+                s.quantile_ms(1.0)
+            );
+        }
+        println!();
+        let phases: Vec<String> = self.phases.iter().map(|(p, d)| format!("{p} {:.1} s", d.as_secs_f64())).collect();
+        println!("phases: {}", phases.join(", "));
+        println!("SCIM writes: {:.0}/s over the write phases", self.write_rate());
+        let errors = self.errors();
+        if errors.is_empty() {
+            println!("errors: none");
+        } else {
+            println!("errors: {}", errors.iter().map(|(k, v)| format!("{k} ×{v}")).collect::<Vec<_>>().join(", "));
+        }
+        println!();
+        println!("everyone provisioned {:.1} s after the last SCIM write", self.settle.as_secs_f64());
+        let lags: Vec<String> = self.lags.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect();
+        println!("lag per member (last SCIM write → last change by a worker): {}", lags.join(", "));
+        println!("final: {}", self.final_counts);
+        println!(
+            "deepest queue: {} ({} messages); deepest outbox: {} rows",
+            self.depths.deepest_queue_name, self.depths.deepest_queue, self.depths.deepest_outbox
+        );
+        println!();
+        println!("{:<20} {:>14} {:>12}", "service", "peak RSS MiB", "CPU s");
+        for (name, u) in &self.usage {
+            println!("{:<20} {:>14.1} {:>12.1}", name, u.peak_rss_mib, u.cpu_seconds);
+        }
+        if let Some((commits, publishes)) = self.baselines {
+            println!();
+            println!(
+                "baseline on this box: PostgreSQL {commits:.0} commits/s (resource + outbox row), RabbitMQ {publishes:.0} confirmed publishes/s"
+            );
+            println!(
+                "POST /Users {:.0}/s = {:.0} % of the commit rate; all SCIM writes {:.0}/s = {:.0} %",
+                self.post_rate(),
+                100.0 * self.post_rate() / commits,
+                self.write_rate(),
+                100.0 * self.write_rate() / commits
+            );
+        }
+        println!("service logs: {}", self.logs.display());
+    }
+}

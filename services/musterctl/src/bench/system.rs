@@ -1,0 +1,193 @@
+//! The system under test: each service as its own process (the binaries next to `musterctl`),
+//! on a fresh database and AMQP prefix, so that each one's memory and CPU can be read from
+//! `/proc`; and the sampler of queue and outbox depths.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use muster_contracts::Names;
+use muster_contracts::topology::WORKER_QUEUES;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// The services, by binary name.
+pub const SERVICES: [&str; 7] = [
+    "muster-ingress",
+    "muster-relay",
+    "muster-normalizer",
+    "muster-hierarchy",
+    "muster-assignments",
+    "muster-notifier",
+    "muster-admin",
+];
+
+/// A running service.
+pub struct Service {
+    pub name: &'static str,
+    pub port: u16,
+    child: Child,
+}
+
+/// What `/proc` says of a process.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub peak_rss_mib: f64,
+    pub cpu_seconds: f64,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Where the service binaries are: beside this executable, unless given.
+pub fn binaries(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_exe()?.parent().context("the executable's directory")?.to_path_buf(),
+    };
+    let missing: Vec<&str> = SERVICES.iter().copied().filter(|s| !dir.join(s).exists()).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} not found in {}: build them first (`cargo build --release --bins`, then run target/release/musterctl)",
+            missing.join(", "),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Starts every service against `database_url` and the AMQP `prefix`; logs go to `logs`.
+pub async fn start(
+    dir: &Path,
+    database_url: &str,
+    amqp_url: &str,
+    prefix: &str,
+    logs: &Path,
+) -> anyhow::Result<Vec<Service>> {
+    std::fs::create_dir_all(logs)?;
+    let mut services = Vec::new();
+    for name in SERVICES {
+        let port = free_port()?;
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let child = Command::new(dir.join(name))
+            .env("DATABASE_URL", database_url)
+            .env("AMQP_URL", amqp_url)
+            .env("APP_AMQP__PREFIX", prefix)
+            .env("APP_HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("APP_TELEMETRY__FILTER", "warn")
+            .env("APP_TELEMETRY__LOG_FORMAT", "json")
+            // One company is the bench's only client: no per-tenant limit.
+            .env("APP_SCIM__RATE_LIMIT_PER_SECOND", "1000000")
+            .env("APP_SCIM__RATE_LIMIT_BURST", "1000000")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        services.push(Service { name, port, child });
+    }
+    let http = reqwest::Client::new();
+    for service in &mut services {
+        let url = format!("http://127.0.0.1:{}/readyz", service.port);
+        let mut ready = false;
+        for _ in 0..200 {
+            if let Ok(Some(status)) = service.child.try_wait() {
+                bail!("{} exited ({status}) while starting; see {}", service.name, logs.display());
+            }
+            if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !ready {
+            bail!("{} not ready after 20 s; see {}", service.name, logs.display());
+        }
+    }
+    Ok(services)
+}
+
+impl Service {
+    /// Peak RSS (VmHWM) and CPU time so far.
+    pub fn usage(&self) -> Usage {
+        let Some(pid) = self.child.id() else { return Usage::default() };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = |key: &str| -> f64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // USER_HZ is 100 on Linux.
+        Usage { peak_rss_mib: kib("VmHWM:") / 1024.0, cpu_seconds: (ticks(11) + ticks(12)) / 100.0 }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM first: the services drain and close cleanly.
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        }
+        if tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The deepest queue and outbox seen.
+#[derive(Debug, Clone, Default)]
+pub struct Depths {
+    pub deepest_queue: u32,
+    pub deepest_queue_name: String,
+    pub deepest_outbox: i64,
+}
+
+/// Samples the worker queues' and the outbox's depth every 250 ms until `stop`.
+pub fn sample_depths(
+    pool: PgPool,
+    amqp: muster_infra::config::AmqpSettings,
+    stop: CancellationToken,
+) -> Arc<Mutex<Depths>> {
+    let depths = Arc::new(Mutex::new(Depths::default()));
+    let out = depths.clone();
+    tokio::spawn(async move {
+        let names = Names::new(amqp.prefix.clone());
+        let Ok(connection) = muster_infra::amqp::connect(&amqp).await else { return };
+        let Ok(channel) = connection.create_channel().await else { return };
+        while !stop.is_cancelled() {
+            for queue in WORKER_QUEUES {
+                let name = names.queue(&queue);
+                let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+                if let Ok(q) = channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await
+                    && let Ok(mut d) = depths.lock()
+                    && q.message_count() > d.deepest_queue
+                {
+                    d.deepest_queue = q.message_count();
+                    d.deepest_queue_name = name.clone();
+                }
+            }
+            let outbox: Option<i64> = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
+                .fetch_one(&pool)
+                .await
+                .ok();
+            if let (Some(outbox), Ok(mut d)) = (outbox, depths.lock()) {
+                d.deepest_outbox = d.deepest_outbox.max(outbox);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let _ = connection.close(200, "sampled".into()).await;
+    });
+    out
+}
