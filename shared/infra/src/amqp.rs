@@ -166,3 +166,20 @@ pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
         _ => None,
     }
 }
+
+/// Deletes everything [`declare_topology`] declared under `names` (and the workers' delay
+/// queues for `retry_delays_ms`): for tests and benchmarks that made their own prefix.
+/// Best effort: what is already gone is skipped.
+pub async fn delete_topology(channel: &Channel, names: &Names, retry_delays_ms: &[u64]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    for worker in WORKER_QUEUES {
+        let mut queues = vec![names.queue(&worker), names.dead_letter_queue(&worker)];
+        queues.extend(retry_delays_ms.iter().map(|d| names.retry_queue(&worker, *d)));
+        for q in queues {
+            let _ = channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+    }
+    for ex in [names.events_exchange(), names.dead_letter_exchange()] {
+        let _ = channel.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+}

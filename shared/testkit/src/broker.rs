@@ -2,14 +2,10 @@
 //! exchange, and removal of what the test declared.
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use muster_contracts::Names;
-use muster_contracts::topology::WORKER_QUEUES;
 use muster_infra::config::AmqpSettings;
 use secrecy::SecretString;
 
@@ -112,16 +108,7 @@ pub async fn publish_event(channel: &Channel, names: &Names, event: &muster_cont
 /// Deletes the worker queues, DLQs, delay queues (for `retry_delays_ms`) and exchanges under
 /// `names`.
 pub async fn teardown_on(channel: &Channel, names: &Names, retry_delays_ms: &[u64]) {
-    for worker in WORKER_QUEUES {
-        let mut queues = vec![names.queue(&worker), names.dead_letter_queue(&worker)];
-        queues.extend(retry_delays_ms.iter().map(|d| names.retry_queue(&worker, *d)));
-        for q in queues {
-            let _ = channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-        }
-    }
-    for ex in [names.events_exchange(), names.dead_letter_exchange()] {
-        let _ = channel.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
-    }
+    muster_infra::amqp::delete_topology(channel, names, retry_delays_ms).await;
 }
 
 impl Probe {

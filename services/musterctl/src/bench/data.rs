@@ -214,7 +214,10 @@ impl Company {
         // Skewed sizes: one large group (half the company, at most 50,000), the rest Zipf-like.
         let mut group_list = Vec::with_capacity(groups);
         for g in 0..groups {
-            let size = if g == 0 { (users / 2).min(50_000) } else { ((users / 10) / g).clamp(2, users.max(2)) };
+            let size = match (users / 10).checked_div(g) {
+                None => (users / 2).min(50_000),
+                Some(zipf) => zipf.clamp(2, users.max(2)),
+            };
             let members: Vec<usize> = if g == 0 {
                 (0..size.min(users)).collect()
             } else {

@@ -60,7 +60,7 @@ pub struct BenchArgs {
     /// Where the service binaries are (default: beside musterctl).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// Keep the bench's database afterwards.
+    /// Keep the bench's database and queues afterwards.
     #[arg(long)]
     pub keep: bool,
     /// Give up waiting for everyone to be provisioned after this many seconds.
@@ -169,6 +169,14 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     pool.close().await;
     if !args.keep {
         drop_database(database, &format!("muster_bench_{suffix}")).await;
+        if let Ok(connection) = muster_infra::amqp::connect(&bench_amqp).await {
+            if let Ok(channel) = connection.create_channel().await {
+                let names = muster_contracts::Names::new(bench_amqp.prefix.clone());
+                let delays = muster_infra::worker::WorkerSettings::default().retry_delays_ms;
+                muster_infra::amqp::delete_topology(&channel, &names, &delays).await;
+            }
+            let _ = connection.close(200, "bench done".into()).await;
+        }
     }
     let settled = settled?;
     let report = report::Report {
@@ -363,9 +371,10 @@ fn patch(operations: Value) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations})
 }
 
-/// Waits until every member is in its final state; returns when it was: every SCIM user's newest version normalized, every member's newest
-/// version placed (or pending with a reason), every active member under the assignment its
-/// groups give and every inactive one released, and nothing left in the outbox.
+/// Waits until every member is in its final state; returns when it was: every SCIM user's
+/// newest version normalized, every member's newest version placed (or pending with a reason),
+/// every active member under the assignment its groups give and every inactive one holding
+/// nothing, and nothing left in the outbox.
 async fn completion(pool: &sqlx::PgPool, tenant: Uuid, timeout: Duration) -> anyhow::Result<Instant> {
     let started = Instant::now();
     loop {
@@ -410,8 +419,8 @@ async fn settled(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<bool> {
              from members.members m where m.tenant_id = $1 and m.status <> 'skipped')
          select count(*) from expected e
          left join assignments.member_state s on s.tenant_id = $1 and s.scim_user_id = e.scim_user_id
-         where s.scim_user_id is null or s.active <> (e.status = 'active')
-            or (e.status = 'active' and s.assignment_id <> e.assignment)",
+         where (e.status = 'active' and (s.scim_user_id is null or not s.active or s.assignment_id <> e.assignment))
+            or (e.status <> 'active' and s.active)",
     )
     .bind(tenant)
     .fetch_one(pool)
@@ -421,9 +430,9 @@ async fn settled(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<bool> {
 
 /// Per member: from the user's last SCIM write to the last change the workers made to it.
 async fn lag_distribution(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<Vec<(String, f64)>> {
-    let row: (Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+    let row: [Option<f64>; 5] = sqlx::query_as::<_, (Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>)>(
         "with lag as (
-             select greatest(0, extract(epoch from greatest(m.updated_at, n.updated_at, s.updated_at) - u.updated_at))
+             select greatest(0, extract(epoch from greatest(m.updated_at, n.updated_at, s.updated_at) - u.updated_at))::float8
                         as seconds
              from scim.users u
              join members.members m on m.tenant_id = u.tenant_id and m.scim_user_id = u.id
@@ -435,14 +444,9 @@ async fn lag_distribution(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<Vec
     )
     .bind(tenant)
     .fetch_one(pool)
-    .await?;
-    Ok(vec![
-        ("p50".into(), row.0.unwrap_or(0.0)),
-        ("p95".into(), row.1.unwrap_or(0.0)),
-        ("p99".into(), row.2.unwrap_or(0.0)),
-        ("max".into(), row.3.unwrap_or(0.0)),
-        ("mean".into(), row.4.unwrap_or(0.0)),
-    ])
+    .await
+    .map(|r| [r.0, r.1, r.2, r.3, r.4])?;
+    Ok(["p50", "p95", "p99", "max", "mean"].iter().zip(row).map(|(k, v)| (k.to_string(), v.unwrap_or(0.0))).collect())
 }
 
 /// What the company came to: members by status, links by resolution, members by assignment.
