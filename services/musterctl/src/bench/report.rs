@@ -16,7 +16,9 @@ pub struct Report {
     pub groups_created: usize,
     pub stats: BTreeMap<&'static str, KindStats>,
     pub phases: super::Phases,
-    pub settle: Duration,
+    /// From the last SCIM write until everyone was provisioned; `None`: not within `timeout`.
+    pub settle: Option<Duration>,
+    pub timeout: Duration,
     pub lags: Vec<(String, f64)>,
     pub final_counts: Value,
     pub usage: Vec<(&'static str, Usage)>,
@@ -97,7 +99,7 @@ impl Report {
             "scim_writes_per_second": self.write_rate(),
             "requests": requests,
             "errors": self.errors(),
-            "provisioned_seconds_after_last_write": self.settle.as_secs_f64(),
+            "provisioned_seconds_after_last_write": self.settle.map(|d| d.as_secs_f64()),
             "lag_seconds": self.lags.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, Value>>(),
             "final": self.final_counts,
             "services": self.usage.iter().map(|(name, u)| (name.to_string(),
@@ -151,7 +153,10 @@ impl Report {
             println!("errors: {}", errors.iter().map(|(k, v)| format!("{k} ×{v}")).collect::<Vec<_>>().join(", "));
         }
         println!();
-        println!("everyone provisioned {:.1} s after the last SCIM write", self.settle.as_secs_f64());
+        match self.settle {
+            Some(settle) => println!("everyone provisioned {:.1} s after the last SCIM write", settle.as_secs_f64()),
+            None => println!("NOT everyone provisioned {} s after the last SCIM write", self.timeout.as_secs()),
+        }
         let lags: Vec<String> = self.lags.iter().map(|(k, v)| format!("{k} {v:.1} s")).collect();
         println!("lag per member (last SCIM write → last change by a worker): {}", lags.join(", "));
         println!("final: {}", self.final_counts);
