@@ -275,8 +275,9 @@ async fn a_weekend_import_is_delivered_on_the_next_working_day_at_nine_local() {
     sys.stop().await;
 }
 
-#[tokio::test]
-async fn smtp_failures_are_retried_then_failed_with_the_reason_and_an_operator_retries() {
+/// A notifying company on a Wednesday (10:00 in New York), Bea in New York with Ann, new and
+/// recorded, reporting to her: one digest scheduled, not yet due.
+async fn one_recorded_report_scheduled() -> (System, DateTime<Utc>) {
     let sys = System::start().await;
     let scim = sys.app.scim();
     notifying_company(&sys).await;
@@ -286,6 +287,12 @@ async fn smtp_failures_are_retried_then_failed_with_the_reason_and_an_operator_r
     let ann = report(&scim, "ann", &boss).await;
     notifications(&sys, "scheduled", |l| l.len() == 1).await;
     recorded(&sys, &[&ann]).await;
+    (sys, wednesday)
+}
+
+#[tokio::test]
+async fn smtp_failures_are_retried_then_failed_with_the_reason_and_an_operator_retries() {
+    let (sys, wednesday) = one_recorded_report_scheduled().await;
     sys.sink.refuse_next(10);
 
     sys.set_clock(wednesday + Duration::minutes(11));
@@ -313,15 +320,7 @@ async fn smtp_failures_are_retried_then_failed_with_the_reason_and_an_operator_r
 
 #[tokio::test]
 async fn a_send_interrupted_by_a_crash_is_failed_not_sent_again() {
-    let sys = System::start().await;
-    let scim = sys.app.scim();
-    notifying_company(&sys).await;
-    let wednesday = at("2026-12-02T15:00:00Z");
-    sys.set_clock(wednesday);
-    let boss = manager(&scim, "bea", "America/New_York", "en-US").await;
-    let ann = report(&scim, "ann", &boss).await;
-    notifications(&sys, "scheduled", |l| l.len() == 1).await;
-    recorded(&sys, &[&ann]).await;
+    let (sys, wednesday) = one_recorded_report_scheduled().await;
     // A sender claimed it and died before recording what the relay answered.
     sqlx::query("update notifications.notifications set state = 'sending', attempts = 1, claimed_at = $1")
         .bind(wednesday)
