@@ -73,10 +73,7 @@ impl Handler for Trigger {
         let data = event.data.as_ref();
         let uuid_at = |key: &str| data.and_then(|d| d[key].as_str()).and_then(|s| s.parse::<Uuid>().ok());
         let (manager, previous) = (uuid_at("manager_id"), uuid_at("previous_manager_id"));
-        let outcome = match (manager, previous) {
-            (Some(manager), None) => self.queue(event, member, manager).await?,
-            _ => Outcome::NotFirstPlacement,
-        };
+        let outcome = self.queue(event, member, manager, previous).await?;
         metrics::counter!("notifier_placements_total", "outcome" => outcome.as_str()).increment(1);
         tracing::info!(tenant_id = %event.tenant_id, scim_user_id = %member, manager_id = ?manager,
             outcome = outcome.as_str(), "placement seen");
@@ -96,15 +93,26 @@ struct Facts {
 }
 
 impl Trigger {
-    async fn queue(&self, event: &EventEnvelope, member: Uuid, manager: Uuid) -> Result<Outcome, ProcessError> {
+    async fn queue(
+        &self,
+        event: &EventEnvelope,
+        member: Uuid,
+        manager: Option<Uuid>,
+        previous: Option<Uuid>,
+    ) -> Result<Outcome, ProcessError> {
         let tenant = event.tenant_id;
         let mut tx = self.pool.begin().await?;
-        // Link versions are their own sequence: keyed apart from the member's versions.
+        // Every placement is recorded as seen (link versions are their own sequence: keyed
+        // apart from the member's versions), whatever it comes to.
         if versions::claim(&mut tx, SERVICE, tenant, &format!("placed:{member}"), event.version).await? == Claim::Stale
         {
             tx.commit().await?;
             return Ok(Outcome::AlreadyAnnounced);
         }
+        let (Some(manager), None) = (manager, previous) else {
+            tx.commit().await?;
+            return Ok(Outcome::NotFirstPlacement);
+        };
         let facts: Facts = sqlx::query_as(
             "select coalesce((select notify_managers_on_import from tenancy.tenant_settings where tenant_id = $1), false)
                         as notify,
