@@ -232,12 +232,21 @@ async fn with_provisioning_turned_off_the_scim_api_answers_403() {
     let sys = System::start().await;
     let (status, _) = sys.admin_send(reqwest::Method::PUT, "/settings", json!({"provisioning_enabled": false})).await;
     assert_eq!(status, 200);
+    // The ingress hears of the change through PostgreSQL: within moments.
+    eventually(WAIT, "provisioning to be refused", || async {
+        (sys.app.scim().get("/Users").await.status == 403).then_some(())
+    })
+    .await;
     let refused = sys.app.scim().post("/Users", &entra_user("hal@contoso.com", "hal@contoso.com")).await;
     assert_eq!(refused.status, 403);
     assert!(refused.body["detail"].as_str().unwrap().contains("provisioning is turned off"), "{}", refused.body);
     assert_eq!(refused.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
     let (status, _) = sys.admin_send(reqwest::Method::PUT, "/settings", json!({"provisioning_enabled": true})).await;
     assert_eq!(status, 200);
+    eventually(WAIT, "provisioning to be accepted again", || async {
+        (sys.app.scim().get("/Users").await.status == 200).then_some(())
+    })
+    .await;
     let accepted = sys.app.scim().post("/Users", &entra_user("hal@contoso.com", "hal@contoso.com")).await;
     assert_eq!(accepted.status, 201);
     sys.stop().await;

@@ -12,13 +12,14 @@
 //! one transaction each; deliveries of one company are batched into one transaction under the
 //! company's lock (`muster_infra::worker::batch`), and companies proceed in parallel.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use muster_contracts::events::{AssignmentsChanged, MembersChanged};
 use muster_contracts::topology::ASSIGNMENTS;
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_infra::worker::batch::{Batcher, together_or_each};
-use muster_infra::worker::versions::{self, Claim};
+use muster_infra::worker::versions;
 use muster_infra::worker::{Handler, ProcessError, Worker, WorkerServiceSettings};
 use muster_members::assignments::{self as engine, Affected, Batch};
 use sqlx::PgPool;
@@ -178,14 +179,10 @@ async fn apply_batch(pool: &PgPool, tenant: Uuid, batch: Vec<Work>) -> Vec<Resul
 /// recomputation of every member the batch names.
 async fn apply(pool: &PgPool, tenant: Uuid, work: &[Work]) -> Result<(), ProcessError> {
     let mut tx = pool.begin().await?;
-    let mut claims: Vec<(usize, &(String, i64))> =
-        work.iter().enumerate().filter_map(|(i, w)| w.claim.as_ref().map(|c| (i, c))).collect();
-    // In entity order, so that two replicas never wait on each other's claims in a cycle.
-    claims.sort_by(|a, b| a.1.cmp(b.1));
-    let mut stale = vec![false; work.len()];
-    for (i, (entity, version)) in claims {
-        stale[i] = versions::claim(&mut tx, SERVICE, tenant, entity, *version).await? == Claim::Stale;
-    }
+    let claims: Vec<(&str, i64)> =
+        work.iter().filter_map(|w| w.claim.as_ref()).map(|(e, v)| (e.as_str(), *v)).collect();
+    let fresh: HashSet<String> = versions::claim_many(&mut tx, SERVICE, tenant, &claims).await?.into_iter().collect();
+    let stale = work.iter().map(|w| w.claim.as_ref().is_some_and(|(entity, _)| !fresh.contains(entity)));
     let mut batch = Batch::default();
     for (w, stale) in work.iter().zip(stale) {
         if !stale {

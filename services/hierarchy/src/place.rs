@@ -21,7 +21,7 @@ use muster_contracts::{EventEnvelope, EventKind};
 use muster_domain::hierarchy::{Matches, References, Resolution, Via, choose, cycle_through, email_key, name_key};
 use muster_infra::worker::ProcessError;
 use muster_infra::worker::batch::together_or_each;
-use muster_infra::worker::versions::{self, Claim};
+use muster_infra::worker::versions;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -43,18 +43,11 @@ pub async fn apply_batch(
 
 async fn apply(pool: &PgPool, tenant: Uuid, events: &[(EventEnvelope, Uuid)]) -> Result<(), ProcessError> {
     let mut tx = pool.begin().await?;
-    // Claims first, in entity order (no deadlock between replicas), outside the company lock:
+    // Claims first (in entity order: no deadlock between replicas), outside the company lock:
     // a stale event (its newer state was already placed) never waits for it.
-    let mut ordered: Vec<&(EventEnvelope, Uuid)> = events.iter().collect();
-    ordered.sort_by(|a, b| (&a.0.entity_id, a.0.version).cmp(&(&b.0.entity_id, b.0.version)));
-    let mut fresh = Vec::new();
-    for (event, member) in ordered {
-        if versions::claim(&mut tx, SERVICE, tenant, &event.entity_id, event.version).await? == Claim::Fresh
-            && !fresh.contains(member)
-        {
-            fresh.push(*member);
-        }
-    }
+    let deliveries: Vec<(&str, i64)> = events.iter().map(|(e, _)| (e.entity_id.as_str(), e.version)).collect();
+    let claimed = versions::claim_many(&mut tx, SERVICE, tenant, &deliveries).await?;
+    let fresh: Vec<Uuid> = claimed.iter().filter_map(|entity| entity.parse().ok()).collect();
     if fresh.is_empty() {
         tx.commit().await?;
         return Ok(());

@@ -26,7 +26,8 @@ pub async fn require_tenant(State(state): State<AppState>, mut req: Request, nex
     let Some(token) = muster_infra::http::bearer_token(req.headers()).map(str::to_string) else {
         return ApiError(ScimError::unauthorized("an Authorization: Bearer token is required")).into_response();
     };
-    let tenant = match tenancy::authenticate_scim(&state.pool, &token).await {
+    let found = state.tokens.get_or_load(&token, || tenancy::authenticate_scim(&state.pool, &token)).await;
+    let tenant = match found {
         Ok(Some((tenant, true))) => tenant,
         Ok(Some((_, false))) => {
             return ApiError(ScimError::forbidden(

@@ -21,11 +21,13 @@ use axum::routing::get;
 use axum::{Router, middleware};
 use muster_infra::config::{DatabaseSettings, HttpSettings, TelemetrySettings};
 use muster_infra::http::{Readiness, ops_routes, track_metrics};
+use muster_infra::token_cache::TokenCache;
 use muster_scim::ScimError;
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::auth::RateLimiter;
 use crate::error::ApiError;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub scim: Arc<ScimSettings>,
     pub limiter: Arc<RateLimiter>,
+    /// SCIM tokens already checked: the company and whether it accepts provisioning.
+    pub tokens: Arc<TokenCache<(Uuid, bool)>>,
 }
 
 /// The whole HTTP surface: `/scim/v2/…` plus `/healthz`, `/readyz`, `/metrics`.
@@ -88,6 +92,7 @@ pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
     let state = AppState {
         pool: pool.clone(),
         limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
+        tokens: TokenCache::new(&pool),
         scim: Arc::new(scim),
     };
     let resources = Router::new()

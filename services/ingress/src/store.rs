@@ -5,10 +5,15 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use muster_contracts::EventEnvelope;
+use muster_infra::outbox;
+use muster_infra::telemetry::current_traceparent;
 use muster_scim::ScimError;
 use muster_scim::filter::Filter;
 use muster_scim::schema::{ResourceKind, ResourceType};
 use serde_json::Value;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
 use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -38,6 +43,11 @@ fn text(doc: &Value, key: &str) -> Option<String> {
     doc.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
+/// The insert of a user at version 1, created at `$7`.
+const INSERT_USER: &str =
+    "insert into scim.users (tenant_id, id, user_name, external_id, active, resource, created_at, updated_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $7) returning id, resource, version, created_at, updated_at";
+
 /// Inserts a new resource at version 1.
 pub async fn insert(
     conn: &mut PgConnection,
@@ -47,20 +57,7 @@ pub async fn insert(
     doc: &Value,
 ) -> sqlx::Result<ResourceRow> {
     match kind {
-        ResourceKind::User => {
-            sqlx::query_as::<_, ResourceRow>(&format!(
-                "insert into scim.users (tenant_id, id, user_name, external_id, active, resource)
-                 values ($1, $2, $3, $4, $5, $6) returning {COLUMNS}"
-            ))
-            .bind(tenant)
-            .bind(id)
-            .bind(text(doc, "userName").unwrap_or_default())
-            .bind(text(doc, "externalId"))
-            .bind(doc.get("active").and_then(Value::as_bool).unwrap_or(true))
-            .bind(doc)
-            .fetch_one(conn)
-            .await
-        }
+        ResourceKind::User => bind_user(sqlx::query_as(INSERT_USER), tenant, id, doc, Utc::now()).fetch_one(conn).await,
         ResourceKind::Group => {
             sqlx::query_as::<_, ResourceRow>(&format!(
                 "insert into scim.groups (tenant_id, id, display_name, external_id, resource)
@@ -75,6 +72,38 @@ pub async fn insert(
             .await
         }
     }
+}
+
+/// Inserts a new user at version 1, created at `at`, with `events`, in one statement (no
+/// transaction to open and commit: Entra's initial sync is mostly this).
+pub async fn insert_user_with_events(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+    id: Uuid,
+    doc: &Value,
+    at: DateTime<Utc>,
+    events: &[EventEnvelope],
+) -> sqlx::Result<ResourceRow> {
+    let statement = outbox::with_events(INSERT_USER, 7);
+    let query = bind_user(sqlx::query_as(&statement), tenant, id, doc, at);
+    outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_one(executor).await
+}
+
+fn bind_user<'q>(
+    query: QueryAs<'q, Postgres, ResourceRow, PgArguments>,
+    tenant: Uuid,
+    id: Uuid,
+    doc: &'q Value,
+    at: DateTime<Utc>,
+) -> QueryAs<'q, Postgres, ResourceRow, PgArguments> {
+    query
+        .bind(tenant)
+        .bind(id)
+        .bind(text(doc, "userName").unwrap_or_default())
+        .bind(text(doc, "externalId"))
+        .bind(doc.get("active").and_then(Value::as_bool).unwrap_or(true))
+        .bind(doc)
+        .bind(at)
 }
 
 /// Replaces a resource's document and bumps its version.
@@ -191,6 +220,10 @@ pub async fn list(
             let total: i64 = first.try_get("total")?;
             let resources = rows.iter().map(ResourceRow::from_row).collect::<Result<Vec<_>, _>>()?;
             return Ok((resources, total));
+        }
+        if offset == 0 {
+            // Nothing matches: Entra's lookup before creating a user, the commonest list.
+            return Ok((Vec::new(), 0));
         }
     }
     // No rows on this page (or count=0): the total still has to be told.

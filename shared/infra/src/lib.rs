@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenancy;
+pub mod token_cache;
 pub mod worker;
 
 pub use db::MIGRATOR;

@@ -3,43 +3,115 @@
 //! always gets its events, and RabbitMQ is never on the request path.
 
 use muster_contracts::EventEnvelope;
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::{Query, QueryAs};
+use sqlx::{PgConnection, Postgres};
 
 /// Appends `events` to the outbox inside the caller's transaction.
 pub async fn append(conn: &mut PgConnection, events: &[EventEnvelope], traceparent: &str) -> sqlx::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut event_ids = Vec::with_capacity(events.len());
-    let mut tenant_ids = Vec::with_capacity(events.len());
-    let mut routing_keys = Vec::with_capacity(events.len());
-    let mut entity_ids = Vec::with_capacity(events.len());
-    let mut versions = Vec::with_capacity(events.len());
-    let mut envelopes = Vec::with_capacity(events.len());
-    for e in events {
-        event_ids.push(e.event_id);
-        tenant_ids.push(e.tenant_id);
-        routing_keys.push(e.kind.routing_key().to_string());
-        entity_ids.push(e.entity_id.clone());
-        versions.push(e.version);
-        envelopes.push(serde_json::to_value(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?);
-    }
-    // One round trip whatever the number of events; `with ordinality` keeps their order in ids.
-    sqlx::query(
+    let columns = Columns::of(events)?;
+    columns.bind(sqlx::query(&insert_statement(1)), traceparent).execute(conn).await?;
+    Ok(())
+}
+
+/// `write` — one data-modifying statement with a `returning` clause, its parameters `$1` to
+/// `$params` — followed by the appending of events, as a single statement: atomic without a
+/// transaction, and one round trip where `begin`, write, append and `commit` take four. Bind
+/// `write`'s parameters, then the events' with [`Columns::bind`]; the statement returns what
+/// `write` returns.
+pub fn with_events(write: &str, params: usize) -> String {
+    format!("with written as ({write}), appended as ({}) select * from written", insert_statement(params + 1))
+}
+
+/// The outbox insert, its seven parameters numbered from `$first`. One round trip whatever the
+/// number of events; `with ordinality` keeps their order in ids.
+fn insert_statement(first: usize) -> String {
+    let p = |n: usize| format!("${}", first + n);
+    format!(
         "insert into scim.outbox (event_id, tenant_id, routing_key, entity_id, version, envelope, traceparent)
-         select e.event_id, e.tenant_id, e.routing_key, e.entity_id, e.version, e.envelope, $7
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[])
+         select e.event_id, e.tenant_id, e.routing_key, e.entity_id, e.version, e.envelope, {}
+         from unnest({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::bigint[], {}::jsonb[])
               with ordinality as e(event_id, tenant_id, routing_key, entity_id, version, envelope, n)
          order by e.n",
+        p(6),
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5)
     )
-    .bind(event_ids)
-    .bind(tenant_ids)
-    .bind(routing_keys)
-    .bind(entity_ids)
-    .bind(versions)
-    .bind(envelopes)
-    .bind(traceparent)
-    .execute(conn)
-    .await?;
-    Ok(())
+}
+
+/// Events as the outbox insert's parameters.
+pub struct Columns {
+    event_ids: Vec<uuid::Uuid>,
+    tenant_ids: Vec<uuid::Uuid>,
+    routing_keys: Vec<&'static str>,
+    entity_ids: Vec<String>,
+    versions: Vec<i64>,
+    envelopes: Vec<serde_json::Value>,
+}
+
+impl Columns {
+    /// The parameters of `events`.
+    pub fn of(events: &[EventEnvelope]) -> sqlx::Result<Columns> {
+        let mut c = Columns {
+            event_ids: Vec::with_capacity(events.len()),
+            tenant_ids: Vec::with_capacity(events.len()),
+            routing_keys: Vec::with_capacity(events.len()),
+            entity_ids: Vec::with_capacity(events.len()),
+            versions: Vec::with_capacity(events.len()),
+            envelopes: Vec::with_capacity(events.len()),
+        };
+        for e in events {
+            c.event_ids.push(e.event_id);
+            c.tenant_ids.push(e.tenant_id);
+            c.routing_keys.push(e.kind.routing_key());
+            c.entity_ids.push(e.entity_id.clone());
+            c.versions.push(e.version);
+            c.envelopes.push(serde_json::to_value(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?);
+        }
+        Ok(c)
+    }
+
+    /// Binds the events' parameters (and `traceparent`) after those `query` has.
+    pub fn bind<'q, Q: Bind<'q>>(self, query: Q, traceparent: &str) -> Q {
+        query
+            .bind_value(self.event_ids)
+            .bind_value(self.tenant_ids)
+            .bind_value(self.routing_keys)
+            .bind_value(self.entity_ids)
+            .bind_value(self.versions)
+            .bind_value(self.envelopes)
+            .bind_value(traceparent.to_string())
+    }
+}
+
+/// The query types [`Columns::bind`] binds to.
+pub trait Bind<'q>: Sized {
+    fn bind_value<T>(self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send;
+}
+
+impl<'q> Bind<'q> for Query<'q, Postgres, PgArguments> {
+    fn bind_value<T>(self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    {
+        self.bind(value)
+    }
+}
+
+impl<'q, O> Bind<'q> for QueryAs<'q, Postgres, O, PgArguments> {
+    fn bind_value<T>(self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    {
+        self.bind(value)
+    }
 }

@@ -8,6 +8,8 @@
 pub mod assignments;
 pub mod org;
 
+use std::collections::HashMap;
+
 use chrono_tz::Tz;
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_domain::CompanyDomain;
@@ -57,6 +59,7 @@ pub struct Change {
 
 #[derive(sqlx::FromRow)]
 struct Stored {
+    scim_user_id: Uuid,
     status: String,
     skip_reason: Option<String>,
     profile: Value,
@@ -118,78 +121,220 @@ pub async fn recompute_under(
     rules: &CompanyRules,
     note: Option<&str>,
 ) -> sqlx::Result<Option<Change>> {
-    let scim: Option<Value> = sqlx::query_scalar("select resource from scim.users where tenant_id = $1 and id = $2")
-        .bind(tenant)
-        .bind(user)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let stored: Option<Stored> = sqlx::query_as(
-        "select status, skip_reason, profile, manual, imported_at from members.members
-         where tenant_id = $1 and scim_user_id = $2 for update",
+    let scim = load_scim_users(&mut *conn, tenant, &[user]).await?;
+    Ok(recompute_loaded(conn, tenant, &[user], &scim, rules, note).await?.pop().map(|(_, change)| change))
+}
+
+/// A SCIM user as the ingress stored it.
+#[derive(Debug, Clone)]
+pub struct ScimUser {
+    /// Its SCIM version: the version of the `scim.user.*` event that announced this state.
+    pub version: i64,
+    pub resource: Value,
+}
+
+/// The SCIM users of `users` that exist (a deleted one is absent), in one query.
+pub async fn load_scim_users(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    users: &[Uuid],
+) -> sqlx::Result<HashMap<Uuid, ScimUser>> {
+    let rows: Vec<(Uuid, i64, Value)> =
+        sqlx::query_as("select id, version, resource from scim.users where tenant_id = $1 and id = any($2)")
+            .bind(tenant)
+            .bind(users)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.into_iter().map(|(id, version, resource)| (id, ScimUser { version, resource })).collect())
+}
+
+/// What a member's recomputation decided to write.
+enum Write {
+    Deactivate,
+    Upsert { status: Status, skip_reason: Option<String>, profile: Value, derived: Box<Profile>, imported_now: bool },
+}
+
+/// A change decided, before its new version is known.
+struct Decision {
+    user: Uuid,
+    write: Write,
+    kind: EventKind,
+    action: &'static str,
+    detail: Option<String>,
+}
+
+/// Brings the members of `users` up to their SCIM state in `scim` (see [`load_scim_users`];
+/// a user missing there was deleted) inside the caller's transaction, a few statements for the
+/// whole set; returns the members that changed, in id order. Members are locked in id order.
+pub async fn recompute_loaded(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    users: &[Uuid],
+    scim: &HashMap<Uuid, ScimUser>,
+    rules: &CompanyRules,
+    note: Option<&str>,
+) -> sqlx::Result<Vec<(Uuid, Change)>> {
+    let mut users = users.to_vec();
+    users.sort();
+    users.dedup();
+    let stored: Vec<Stored> = sqlx::query_as(
+        "select scim_user_id, status, skip_reason, profile, manual, imported_at from members.members
+         where tenant_id = $1 and scim_user_id = any($2) order by scim_user_id for update",
     )
     .bind(tenant)
-    .bind(user)
-    .fetch_optional(&mut *conn)
+    .bind(&users)
+    .fetch_all(&mut *conn)
     .await?;
-    let change = match scim {
-        None => deleted(conn, tenant, user, stored).await?,
-        Some(doc) => upsert(conn, tenant, user, &doc, rules, stored).await?,
-    };
-    let Some(mut change) = change else { return Ok(None) };
-    if change.detail.is_none() {
-        change.detail = note.map(str::to_string);
+    let mut stored: HashMap<Uuid, Stored> = stored.into_iter().map(|s| (s.scim_user_id, s)).collect();
+    let decisions: Vec<Decision> = users
+        .iter()
+        .filter_map(|user| {
+            let before = stored.remove(user);
+            match scim.get(user) {
+                None => deleted(*user, before),
+                Some(doc) => upsert(*user, &doc.resource, rules, before),
+            }
+        })
+        .collect();
+    if decisions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let versions = write_decisions(conn, tenant, &decisions).await?;
+    let changes: Vec<(Uuid, Change)> = decisions
+        .into_iter()
+        .filter_map(|d| {
+            let version = *versions.get(&d.user)?;
+            let detail = d.detail.or_else(|| note.map(str::to_string));
+            Some((d.user, Change { kind: d.kind, version, action: d.action, detail }))
+        })
+        .collect();
+    let mut log_users = Vec::with_capacity(changes.len());
+    let mut log_actions = Vec::with_capacity(changes.len());
+    let mut log_details = Vec::with_capacity(changes.len());
+    let mut events = Vec::with_capacity(changes.len());
+    let now = chrono::Utc::now();
+    for (user, change) in &changes {
+        log_users.push(*user);
+        log_actions.push(change.action);
+        log_details.push(change.detail.clone());
+        events.push(EventEnvelope::new(tenant, change.kind, user.to_string(), change.version, now));
+        metrics::counter!("members_changes_total", "event" => change.kind.routing_key()).increment(1);
+        tracing::info!(tenant_id = %tenant, scim_user_id = %user, event = change.kind.routing_key(),
+            detail = ?change.detail, "member changed");
     }
     sqlx::query(
-        "insert into members.provisioning_log (tenant_id, scim_user_id, action, detail) values ($1, $2, $3, $4)",
+        "insert into members.provisioning_log (tenant_id, scim_user_id, action, detail)
+         select $1, l.user_id, l.action, l.detail
+         from unnest($2::uuid[], $3::text[], $4::text[]) with ordinality as l(user_id, action, detail, n)
+         order by l.n",
     )
     .bind(tenant)
-    .bind(user)
-    .bind(change.action)
-    .bind(&change.detail)
+    .bind(log_users)
+    .bind(log_actions)
+    .bind(log_details)
     .execute(&mut *conn)
     .await?;
-    let envelope = EventEnvelope::new(tenant, change.kind, user.to_string(), change.version, chrono::Utc::now());
-    muster_infra::outbox::append(conn, &[envelope], &muster_infra::telemetry::current_traceparent()).await?;
-    metrics::counter!("members_changes_total", "event" => change.kind.routing_key()).increment(1);
-    tracing::info!(tenant_id = %tenant, scim_user_id = %user, event = change.kind.routing_key(),
-        detail = ?change.detail, "member changed");
-    Ok(Some(change))
+    muster_infra::outbox::append(conn, &events, &muster_infra::telemetry::current_traceparent()).await?;
+    Ok(changes)
 }
 
-async fn deleted(
+/// Writes `decisions` (deactivations in one statement, upserts in another); each member's new
+/// version.
+async fn write_decisions(
     conn: &mut PgConnection,
     tenant: Uuid,
-    user: Uuid,
-    stored: Option<Stored>,
-) -> sqlx::Result<Option<Change>> {
-    let Some(stored) = stored else { return Ok(None) };
-    if Status::parse(&stored.status) == Status::Deactivated {
-        return Ok(None);
+    decisions: &[Decision],
+) -> sqlx::Result<HashMap<Uuid, i64>> {
+    let mut versions = HashMap::with_capacity(decisions.len());
+    let deactivate: Vec<Uuid> =
+        decisions.iter().filter(|d| matches!(d.write, Write::Deactivate)).map(|d| d.user).collect();
+    if !deactivate.is_empty() {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "update members.members set status = 'deactivated', deactivated_at = now(), version = version + 1,
+                    updated_at = now()
+             where tenant_id = $1 and scim_user_id = any($2) returning scim_user_id, version",
+        )
+        .bind(tenant)
+        .bind(&deactivate)
+        .fetch_all(&mut *conn)
+        .await?;
+        versions.extend(rows);
     }
-    let version: i64 = sqlx::query_scalar(
-        "update members.members set status = 'deactivated', deactivated_at = now(), version = version + 1, updated_at = now()
-         where tenant_id = $1 and scim_user_id = $2 returning version",
-    )
-    .bind(tenant)
-    .bind(user)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Some(Change {
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut reasons = Vec::new();
+    let mut profiles = Vec::new();
+    let mut emails = Vec::new();
+    let mut manager_ids = Vec::new();
+    let mut manager_emails = Vec::new();
+    let mut manager_names = Vec::new();
+    let mut imported = Vec::new();
+    for d in decisions {
+        if let Write::Upsert { status, skip_reason, profile, derived, imported_now } = &d.write {
+            ids.push(d.user);
+            statuses.push(status.as_str());
+            reasons.push(skip_reason.clone());
+            profiles.push(profile.clone());
+            emails.push(derived.primary_email.clone());
+            manager_ids.push(derived.manager.id.clone());
+            manager_emails.push(derived.manager.email.clone());
+            manager_names.push(derived.manager.full_name.clone());
+            imported.push(*imported_now);
+        }
+    }
+    if !ids.is_empty() {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+            "insert into members.members (tenant_id, scim_user_id, status, skip_reason, profile, primary_email,
+                                          manager_scim_id, manager_email, manager_full_name, imported_at, deactivated_at)
+             select $1, m.id, m.status, m.reason, m.profile, m.email, m.manager_id, m.manager_email, m.manager_name,
+                    case when m.imported then now() end, case when m.status = 'deactivated' then now() end
+             from unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::bool[])
+                  with ordinality as m(id, status, reason, profile, email, manager_id, manager_email, manager_name,
+                                       imported, n)
+             order by m.n
+             on conflict (tenant_id, scim_user_id) do update set
+                 status = excluded.status, skip_reason = excluded.skip_reason, profile = excluded.profile,
+                 primary_email = excluded.primary_email, manager_scim_id = excluded.manager_scim_id,
+                 manager_email = excluded.manager_email, manager_full_name = excluded.manager_full_name,
+                 imported_at = coalesce(members.members.imported_at, excluded.imported_at),
+                 deactivated_at = case when excluded.status = 'deactivated'
+                                       then coalesce(members.members.deactivated_at, now()) end,
+                 version = members.members.version + 1, updated_at = now()
+             returning scim_user_id, version",
+        )
+        .bind(tenant)
+        .bind(ids)
+        .bind(statuses)
+        .bind(reasons)
+        .bind(profiles)
+        .bind(emails)
+        .bind(manager_ids)
+        .bind(manager_emails)
+        .bind(manager_names)
+        .bind(imported)
+        .fetch_all(&mut *conn)
+        .await?;
+        versions.extend(rows);
+    }
+    Ok(versions)
+}
+
+fn deleted(user: Uuid, stored: Option<Stored>) -> Option<Decision> {
+    let stored = stored?;
+    if Status::parse(&stored.status) == Status::Deactivated {
+        return None;
+    }
+    Some(Decision {
+        user,
+        write: Write::Deactivate,
         kind: EventKind::MemberDeactivated,
-        version,
         action: "deactivated",
         detail: Some("the SCIM user was deleted".into()),
-    }))
+    })
 }
 
-async fn upsert(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    user: Uuid,
-    doc: &Value,
-    rules: &CompanyRules,
-    stored: Option<Stored>,
-) -> sqlx::Result<Option<Change>> {
+fn upsert(user: Uuid, doc: &Value, rules: &CompanyRules, stored: Option<Stored>) -> Option<Decision> {
     let manual = stored.as_ref().map(|s| FieldValues::from_json(&s.manual)).unwrap_or_default();
     let (profile, verdict) = derive_profile(doc, &manual, rules);
     let (status, skip_reason) = match &verdict {
@@ -204,7 +349,7 @@ async fn upsert(
         .as_ref()
         .is_some_and(|s| s.profile == profile_doc && s.skip_reason == skip_reason && previous == Some(status));
     if unchanged {
-        return Ok(None);
+        return None;
     }
     let (kind, action, detail) = match (previous, status) {
         (_, Status::Skipped) => (EventKind::MemberSkipped, "skipped", skip_reason.clone()),
@@ -218,33 +363,13 @@ async fn upsert(
         _ => (EventKind::MemberUpdated, "updated", None),
     };
     let imported_now = status == Status::Active && !was_imported;
-    let version: i64 = sqlx::query_scalar(
-        "insert into members.members (tenant_id, scim_user_id, status, skip_reason, profile, primary_email,
-                                      manager_scim_id, manager_email, manager_full_name, imported_at, deactivated_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, case when $3 = 'deactivated' then now() end)
-         on conflict (tenant_id, scim_user_id) do update set
-             status = excluded.status, skip_reason = excluded.skip_reason, profile = excluded.profile,
-             primary_email = excluded.primary_email, manager_scim_id = excluded.manager_scim_id,
-             manager_email = excluded.manager_email, manager_full_name = excluded.manager_full_name,
-             imported_at = coalesce(members.members.imported_at, excluded.imported_at),
-             deactivated_at = case when excluded.status = 'deactivated'
-                                   then coalesce(members.members.deactivated_at, now()) end,
-             version = members.members.version + 1, updated_at = now()
-         returning version",
-    )
-    .bind(tenant)
-    .bind(user)
-    .bind(status.as_str())
-    .bind(&skip_reason)
-    .bind(&profile_doc)
-    .bind(&profile.primary_email)
-    .bind(&profile.manager.id)
-    .bind(&profile.manager.email)
-    .bind(&profile.manager.full_name)
-    .bind(imported_now)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(Some(Change { kind, version, action, detail }))
+    Some(Decision {
+        user,
+        write: Write::Upsert { status, skip_reason, profile: profile_doc, derived: Box::new(profile), imported_now },
+        kind,
+        action,
+        detail,
+    })
 }
 
 /// The outcome of a manual edit.
@@ -354,11 +479,9 @@ pub async fn reevaluate_after_settings_change(pool: &PgPool, tenant: Uuid, batch
         after = *last;
         let mut tx = pool.begin().await?;
         let rules = company_rules(&mut tx, tenant).await?;
-        for user in &ids {
-            if recompute_under(&mut tx, tenant, *user, &rules, Some("company settings changed")).await?.is_some() {
-                changed += 1;
-            }
-        }
+        let scim = load_scim_users(&mut tx, tenant, &ids).await?;
+        changed +=
+            recompute_loaded(&mut tx, tenant, &ids, &scim, &rules, Some("company settings changed")).await?.len();
         tx.commit().await?;
     }
 }

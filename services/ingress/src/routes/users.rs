@@ -7,6 +7,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::Utc;
 use muster_contracts::EventKind;
 use muster_contracts::events::MembersChanged;
 use muster_infra::outbox;
@@ -43,11 +44,9 @@ pub async fn create(
     let (doc, _) = normalize_resource(user_type(), &body)?;
     let id = Uuid::now_v7();
     tracing::Span::current().record("user_id", tracing::field::display(id));
-    let mut tx = state.pool.begin().await?;
-    let row = store::insert(&mut tx, KIND, tenant, id, &doc).await?;
-    let events = [event(tenant, EventKind::ScimUserUpserted, id, row.version, row.updated_at)];
-    outbox::append(&mut tx, &events, &current_traceparent()).await?;
-    tx.commit().await?;
+    let at = Utc::now();
+    let events = [event(tenant, EventKind::ScimUserUpserted, id, 1, at)];
+    let row = store::insert_user_with_events(&state.pool, tenant, id, &doc, at, &events).await?;
     count_write("create");
     Ok(resource_response(StatusCode::CREATED, &render(user_type(), &row, &base, None), row.version))
 }

@@ -2,7 +2,9 @@
 //! nothing.
 
 use muster_testkit::scim::{patch_body, user_body};
-use muster_testkit::{Resp, TestApp, default_scim_settings};
+use std::time::Duration;
+
+use muster_testkit::{Resp, TestApp, default_scim_settings, eventually};
 use reqwest::Method;
 use serde_json::json;
 
@@ -153,8 +155,51 @@ async fn a_revoked_token_stops_working_and_a_rotated_one_starts() {
     let tokens = muster_infra::tenancy::list_tokens(&app.db.pool, Some(app.tenant.id)).await.unwrap();
     let old = tokens.iter().find(|t| t.kind == "scim" && t.name == "test").unwrap();
     muster_infra::tenancy::revoke_token(&app.db.pool, Some(app.tenant.id), old.id).await.unwrap();
-    assert_eq!(app.scim().get("/Users").await.status, 401);
+    // The ingress caches checked tokens and hears of the revocation through PostgreSQL:
+    // within moments, not at once.
+    let scim = app.scim();
+    eventually(Duration::from_secs(5), "the revoked token to be refused", || async {
+        (scim.get("/Users").await.status == 401).then_some(())
+    })
+    .await;
     assert_eq!(app.scim_as(&new_token).get("/Users").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_checked_token_is_served_from_the_cache_until_a_change_is_heard() {
+    let app = TestApp::spawn().await;
+    let (pool, tenant, scim) = (&app.db.pool, app.tenant.id, app.scim());
+    // A revocation made behind the cache's back (its trigger off) shows what the cache holds.
+    sqlx::query("alter table tenancy.api_tokens disable trigger api_tokens_changed").execute(pool).await.unwrap();
+    let set_revoked = |revoked: bool| async move {
+        sqlx::query("update tenancy.api_tokens set revoked_at = case when $2 then now() end where tenant_id = $1")
+            .bind(tenant)
+            .bind(revoked)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    // The cache keeps what it checks once it listens, which it starts doing on its own.
+    eventually(Duration::from_secs(5), "the token to be served from the cache", || async {
+        assert_eq!(scim.get("/Users").await.status, 200);
+        set_revoked(true).await;
+        let cached = scim.get("/Users").await.status == 200;
+        if !cached {
+            set_revoked(false).await;
+        }
+        cached.then_some(())
+    })
+    .await;
+    // Any announced change (here a company setting) empties it: the revocation now counts.
+    sqlx::query("update tenancy.tenant_settings set provisioning_enabled = true where tenant_id = $1")
+        .bind(tenant)
+        .execute(pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the revoked token to be refused once a change is heard", || async {
+        (scim.get("/Users").await.status == 401).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

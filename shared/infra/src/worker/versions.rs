@@ -47,3 +47,34 @@ pub async fn claim(
     .await?;
     Ok(if fresh.is_some() { Claim::Fresh } else { Claim::Stale })
 }
+
+/// [`claim`] for many entities in one statement: records each entity's highest version in
+/// `deliveries` where it is news, and returns the entities that were (a batch of a worker's
+/// deliveries, where one entity may come several times). Rows are claimed in entity order, so
+/// two replicas claiming overlapping batches wait for one another instead of deadlocking.
+pub async fn claim_many(
+    conn: &mut PgConnection,
+    worker: &str,
+    tenant: Uuid,
+    deliveries: &[(&str, i64)],
+) -> sqlx::Result<Vec<String>> {
+    let mut newest: Vec<(&str, i64)> = deliveries.to_vec();
+    newest.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+    newest.dedup_by(|later, kept| later.0 == kept.0);
+    let (entities, versions): (Vec<&str>, Vec<i64>) = newest.into_iter().unzip();
+    sqlx::query_scalar(
+        "insert into worker.processed_versions (worker, tenant_id, entity_id, version)
+         select $1, $2, d.entity_id, d.version
+         from unnest($3::text[], $4::bigint[]) with ordinality as d(entity_id, version, n)
+         order by d.n
+         on conflict (worker, tenant_id, entity_id) do update set version = excluded.version, updated_at = now()
+         where worker.processed_versions.version < excluded.version
+         returning entity_id",
+    )
+    .bind(worker)
+    .bind(tenant)
+    .bind(entities)
+    .bind(versions)
+    .fetch_all(conn)
+    .await
+}
