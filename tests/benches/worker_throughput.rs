@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = WorkerSettings {
         prefetch,
         concurrency: 8,
+        batch_prefetch: prefetch,
         max_attempts: 5,
         retry_delays_ms: vec![1000],
         shutdown_grace_ms: 5000,

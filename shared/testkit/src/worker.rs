@@ -174,6 +174,7 @@ pub fn fast_settings() -> WorkerSettings {
     WorkerSettings {
         prefetch: 16,
         concurrency: 4,
+        batch_prefetch: 64,
         max_attempts: 3,
         retry_delays_ms: vec![100, 300],
         shutdown_grace_ms: 2000,

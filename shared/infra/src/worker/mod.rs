@@ -87,6 +87,10 @@ pub struct WorkerSettings {
     pub prefetch: u16,
     /// Deliveries handled at the same time.
     pub concurrency: usize,
+    /// `prefetch` of the workers that batch a company's deliveries into one transaction
+    /// (normalizer, hierarchy, assignments): their batch is at most this many events.
+    #[serde(default = "default_batch_prefetch")]
+    pub batch_prefetch: u16,
     /// Attempts before a transiently failing message is dead-lettered.
     pub max_attempts: u32,
     /// Delay before the 1st, 2nd, … retry; the last one repeats.
@@ -100,6 +104,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             prefetch: 32,
             concurrency: 8,
+            batch_prefetch: default_batch_prefetch(),
             max_attempts: 5,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000],
             shutdown_grace_ms: 10_000,
@@ -107,11 +112,16 @@ impl Default for WorkerSettings {
     }
 }
 
+fn default_batch_prefetch() -> u16 {
+    256
+}
+
 /// Defaults of the `[worker]` section, for services' configuration layers.
 pub const WORKER_DEFAULTS: &str = r#"
 [worker]
 prefetch = 32
 concurrency = 8
+batch_prefetch = 256
 max_attempts = 5
 retry_delays_ms = [1000, 5000, 30000, 120000]
 shutdown_grace_ms = 10000
@@ -134,11 +144,13 @@ impl WorkerServiceSettings {
         Worker::new(service, queue, self.amqp.clone(), self.worker.clone(), handler)
     }
 
-    /// For a handler that batches a company's deliveries (`batch::Batcher`): they mostly wait
-    /// in the batcher for the company's transaction, so it handles as many at once as it
-    /// prefetches — the more wait, the larger the batch.
+    /// For a handler that batches a company's deliveries (`batch::Batcher`): it prefetches
+    /// `batch_prefetch`, and since its deliveries mostly wait in the batcher for the company's
+    /// transaction, it handles as many at once as it prefetches — the more wait, the larger the
+    /// batch (one transaction for 256 events costs far less than 8 for 32).
     pub fn batching(&self) -> WorkerServiceSettings {
         let mut settings = self.clone();
+        settings.worker.prefetch = settings.worker.batch_prefetch.max(1);
         settings.worker.concurrency = settings.worker.concurrency.max(usize::from(settings.worker.prefetch));
         settings
     }
