@@ -17,6 +17,8 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use muster_infra::config::{AmqpSettings, DatabaseSettings};
 use muster_infra::tenancy::{self, TokenKind};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -63,6 +65,13 @@ pub struct BenchArgs {
     /// Keep the bench's database and queues afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Once everyone is provisioned, this many more `GET /Users?filter=userName eq` of stored
+    /// users (random): the lookup latency of a company at rest (0: none).
+    #[arg(long, default_value_t = 10_000)]
+    pub lookups: usize,
+    /// Lookups in flight at most (closed loop) once everyone is provisioned.
+    #[arg(long, default_value_t = 4)]
+    pub lookup_connections: usize,
     /// Give up waiting for everyone to be provisioned after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout_secs: u64,
@@ -159,6 +168,10 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     progress("waiting until every member is in its final state…");
     let settled = completion(&pool, tenant.id, Duration::from_secs(args.timeout_secs)).await;
     let lags = lag_distribution(&pool, tenant.id).await.unwrap_or_default();
+    if matches!(settled, Ok(Some(_))) && args.lookups > 0 {
+        progress(&format!("{} lookups of stored users, {} connections", args.lookups, args.lookup_connections));
+        lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed).await;
+    }
     let final_counts = final_counts(&pool, tenant.id).await.unwrap_or(Value::Null);
     stop_sampling.cancel();
     let usage: Vec<(&'static str, system::Usage)> = services.iter().map(|s| (s.name, s.usage())).collect();
@@ -211,6 +224,34 @@ async fn drop_database(database: &DatabaseSettings, name: &str) {
     }
 }
 
+/// `/Users?filter=userName eq "…"`, encoded.
+fn by_user_name(user_name: &str) -> String {
+    let filter = format!("userName eq \"{user_name}\"");
+    let encoded: String = filter
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/Users?filter={encoded}")
+}
+
+/// `count` lookups of random stored users, `connections` at a time.
+async fn lookups(company: &Company, scim: &Client, count: usize, connections: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let picks: Vec<usize> = (0..count).map(|_| rng.random_range(0..company.users.len())).collect();
+    futures_util::stream::iter(picks)
+        .for_each_concurrent(connections.max(1), |i| async move {
+            let path = by_user_name(&company.users[i].user_name);
+            scim.send(LOOKUP_AT_REST, Method::GET, &path, None).await;
+        })
+        .await;
+}
+
+/// The request kind of the lookups once everyone is provisioned.
+pub const LOOKUP_AT_REST: &str = "GET /Users?filter at rest";
+
 /// The phases with their wall time.
 pub type Phases = Vec<(&'static str, Duration)>;
 
@@ -236,15 +277,7 @@ async fn drive(
     let created: Vec<(usize, Option<String>)> = futures_util::stream::iter(company.send_order.iter().copied())
         .map(|i| async move {
             let user = &company.users[i];
-            let filter = format!("userName eq \"{}\"", user.user_name);
-            let encoded: String = filter
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            scim.send("GET /Users?filter", Method::GET, &format!("/Users?filter={encoded}"), None).await;
+            scim.send("GET /Users?filter", Method::GET, &by_user_name(&user.user_name), None).await;
             let answer = scim.send("POST /Users", Method::POST, "/Users", Some(&user.body)).await;
             (i, answer.body["id"].as_str().map(str::to_string))
         })
