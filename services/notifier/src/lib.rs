@@ -138,7 +138,7 @@ impl Clock {
 /// The trigger: `member.placed` → items of managers' digests.
 pub fn worker(settings: &Settings, pool: PgPool, clock: Clock) -> Worker<trigger::Trigger> {
     let handler = trigger::Trigger::new(pool, settings.notifier.clone(), clock);
-    settings.worker_service().worker(SERVICE, NOTIFIER, handler)
+    settings.worker_service().batching().worker(SERVICE, NOTIFIER, handler)
 }
 
 /// The dispatcher: due digests → e-mails.
