@@ -13,6 +13,7 @@
 //! - Deliveries can come twice or out of order: handlers use [`versions`] to apply only the
 //!   newest version of an entity, once.
 
+mod acks;
 pub mod batch;
 pub mod dlq;
 mod runtime;

@@ -16,16 +16,20 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Confirmation};
 use muster_contracts::headers as h;
 use muster_contracts::{EventEnvelope, Names, WorkerQueue};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_retry::strategy::{ExponentialBackoff, jitter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::acks::AckMsg;
 use super::{Handler, ProcessError, WorkerSettings};
 use crate::amqp::{HeaderValue, header_i64, header_str, with_headers};
 use crate::config::AmqpSettings;
 use crate::http::BrokerHealth;
+
+/// How long a handled delivery's ack may wait for a slower one before it goes alone.
+const ACK_PATIENCE: Duration = Duration::from_millis(20);
 
 /// One worker: a handler bound to its queue.
 pub struct Worker<H: Handler> {
@@ -48,6 +52,7 @@ struct Shared<H: Handler> {
     settings: WorkerSettings,
     handler: Arc<H>,
     publisher: Channel,
+    acks: mpsc::UnboundedSender<AckMsg>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -154,6 +159,7 @@ impl<H: Handler> Worker<H> {
             .context("starting to consume")?;
         self.health.set_connected(true);
         tracing::info!(worker = self.service, queue = %queue_name, "worker consuming");
+        let (acks, acking) = super::acks::spawn(consume.clone(), ACK_PATIENCE);
 
         let shared = Arc::new(Shared {
             service: self.service,
@@ -169,6 +175,7 @@ impl<H: Handler> Worker<H> {
             settings: self.settings.clone(),
             handler: self.handler.clone(),
             publisher: publisher.clone(),
+            acks,
         });
         let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut in_flight = JoinSet::new();
@@ -183,6 +190,10 @@ impl<H: Handler> Worker<H> {
                     if drained.is_err() {
                         tracing::warn!(worker = self.service, left = in_flight.len(), "shutdown grace over; unfinished deliveries will be redelivered");
                     }
+                    in_flight.abort_all();
+                    // The ack task sends what it holds once the last sender is gone.
+                    drop(shared);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), acking).await;
                     let _ = connection.close(200, "worker shutting down".into()).await;
                     return Ok(());
                 }
@@ -196,8 +207,14 @@ impl<H: Handler> Worker<H> {
                     };
                     let permit = slots.clone().acquire_owned().await.context("concurrency limiter closed")?;
                     let shared = shared.clone();
+                    let tag = delivery.delivery_tag;
+                    let _ = shared.acks.send(AckMsg::Received(tag));
                     in_flight.spawn(async move {
-                        process(&shared, delivery).await;
+                        let finish = process(&shared, delivery).await;
+                        let _ = shared.acks.send(match finish {
+                            Finish::Ack => AckMsg::Done(tag),
+                            Finish::Settled => AckMsg::Settled(tag),
+                        });
                         drop(permit);
                     });
                 }
@@ -219,8 +236,16 @@ async fn report_depths(channel: &Channel, queue: &str, dlq: &str) {
     }
 }
 
+/// How a delivery ended.
+enum Finish {
+    /// Handled: the ack task acks it.
+    Ack,
+    /// Retried, dead-lettered or requeued: acked or nacked already.
+    Settled,
+}
+
 /// Handles one delivery to its end: ack, retry or dead-letter. Never panics the loop.
-async fn process<H: Handler>(shared: &Shared<H>, delivery: Delivery) {
+async fn process<H: Handler>(shared: &Shared<H>, delivery: Delivery) -> Finish {
     let queue = shared.queue_name.clone();
     metrics::counter!("worker_consumed_total", "queue" => queue.clone()).increment(1);
     let attempts = header_i64(&delivery.properties, h::ATTEMPTS).unwrap_or(0);
@@ -229,7 +254,7 @@ async fn process<H: Handler>(shared: &Shared<H>, delivery: Delivery) {
         Err(err) => {
             let failure = ProcessError::Permanent(format!("malformed envelope: {err}"));
             dead_letter(shared, &delivery, None, &failure, attempts + 1).await;
-            return;
+            return Finish::Settled;
         }
     };
     let span = tracing::info_span!(
@@ -251,12 +276,9 @@ async fn process<H: Handler>(shared: &Shared<H>, delivery: Delivery) {
     let _entered = span.enter();
     match result {
         Ok(()) => {
-            if let Err(err) = delivery.ack(BasicAckOptions::default()).await {
-                // The effect is committed; the redelivery this causes is skipped by version.
-                tracing::warn!(error = %err, "ack failed; the delivery will come again");
-            } else {
-                metrics::counter!("worker_acked_total", "queue" => queue).increment(1);
-            }
+            // The effect is committed; should the ack be lost, the redelivery is skipped by version.
+            metrics::counter!("worker_acked_total", "queue" => queue).increment(1);
+            return Finish::Ack;
         }
         Err(failure @ ProcessError::Permanent(_)) => {
             dead_letter(shared, &delivery, Some(&envelope), &failure, attempts + 1).await
@@ -272,6 +294,7 @@ async fn process<H: Handler>(shared: &Shared<H>, delivery: Delivery) {
             }
         }
     }
+    Finish::Settled
 }
 
 /// The headers that say where a failed message came from and why it failed.
