@@ -28,6 +28,26 @@ pub struct ResourceRow {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A user's groups as `[[id, displayName], …]`, when the query read them along (`list`
+    /// with `with_groups`).
+    #[sqlx(default)]
+    pub groups: Option<Value>,
+}
+
+impl ResourceRow {
+    /// The groups read along with the user, if they were.
+    pub fn groups(&self) -> Option<Vec<(Uuid, String)>> {
+        let pairs = self.groups.as_ref()?.as_array()?;
+        Some(
+            pairs
+                .iter()
+                .filter_map(|pair| {
+                    let id = pair.get(0)?.as_str()?.parse().ok()?;
+                    Some((id, pair.get(1)?.as_str()?.to_string()))
+                })
+                .collect(),
+        )
+    }
 }
 
 fn table(kind: ResourceKind) -> &'static str {
@@ -199,6 +219,7 @@ pub async fn list(
     filter: Option<&Filter>,
     offset: i64,
     limit: i64,
+    with_groups: bool,
 ) -> Result<(Vec<ResourceRow>, i64), ApiError> {
     let condition = |qb: &mut QueryBuilder<'_, Postgres>| -> Result<(), ScimError> {
         qb.push_bind(tenant);
@@ -208,8 +229,16 @@ pub async fn list(
         Ok(())
     };
     if limit > 0 {
+        // A user's groups in the same round trip (Entra looks users up one at a time).
+        let groups = if with_groups && rt.kind == ResourceKind::User {
+            ", (select coalesce(jsonb_agg(jsonb_build_array(g.id, g.display_name) order by g.display_name), '[]'::jsonb)
+                from scim.group_members gm join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
+                where gm.tenant_id = r.tenant_id and gm.member_id = r.id) as groups"
+        } else {
+            ""
+        };
         let mut qb = QueryBuilder::<Postgres>::new(format!(
-            "select r.id, r.resource, r.version, r.created_at, r.updated_at, count(*) over () as total from {} r where r.tenant_id = ",
+            "select r.id, r.resource, r.version, r.created_at, r.updated_at, count(*) over () as total{groups} from {} r where r.tenant_id = ",
             table(rt.kind)
         ));
         condition(&mut qb)?;

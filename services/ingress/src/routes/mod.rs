@@ -111,14 +111,19 @@ pub async fn list_resources(
     params: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let params = ListParams::parse(params, &state.scim)?;
-    let mut conn = state.pool.acquire().await?;
-    let (rows, total) =
-        store::list(&mut conn, rt, tenant, params.filter.as_ref(), params.start_index - 1, params.count).await?;
-    drop(conn);
     let with_related =
         wants_attribute(rt, params.attributes.as_deref(), params.excluded.as_deref(), related_attribute(rt));
-    let ids: Vec<Uuid> = if with_related { rows.iter().map(|r| r.id).collect() } else { Vec::new() };
+    let mut conn = state.pool.acquire().await?;
+    let (rows, total) =
+        store::list(&mut conn, rt, tenant, params.filter.as_ref(), params.start_index - 1, params.count, with_related)
+            .await?;
+    drop(conn);
+    let read_along: HashMap<Uuid, Value> =
+        rows.iter().filter_map(|r| Some((r.id, groups_json(base, &r.groups()?)))).collect();
+    let ids: Vec<Uuid> =
+        if with_related && read_along.is_empty() { rows.iter().map(|r| r.id).collect() } else { Vec::new() };
     let mut related = load_related(state, rt, tenant, base, &ids).await?;
+    related.extend(read_along);
     let resources: Vec<Value> = rows
         .iter()
         .map(|row| {

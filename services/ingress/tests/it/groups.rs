@@ -146,4 +146,13 @@ async fn create_with_members_and_put_replaces_them() {
     assert_eq!(members, [b.as_str()]);
     let by_user = scim.list("Users", &format!("groups.value eq \"{id}\"")).await;
     assert_eq!(by_user.body["Resources"][0]["id"], b.as_str());
+    // A listed user carries its groups, read along in the list's own query.
+    let groups = &by_user.body["Resources"][0]["groups"];
+    assert_eq!(groups.as_array().map(Vec::len), Some(1), "{groups}");
+    assert_eq!(groups[0]["value"], id);
+    assert_eq!(groups[0]["display"], "Team");
+    assert!(groups[0]["$ref"].as_str().unwrap().ends_with(&format!("/Groups/{id}")));
+    let no_groups = scim.list("Users", &format!("id eq \"{a}\"")).await;
+    assert_eq!(no_groups.body["totalResults"], 1, "{}", no_groups.text);
+    assert!(no_groups.body["Resources"][0].get("groups").is_none(), "{}", no_groups.text);
 }

@@ -169,6 +169,12 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     let settled = completion(&pool, tenant.id, Duration::from_secs(args.timeout_secs)).await;
     let lags = lag_distribution(&pool, tenant.id).await.unwrap_or_default();
     if matches!(settled, Ok(Some(_))) && args.lookups > 0 {
+        // At rest: nothing left in the queues or the outbox (events that change no member,
+        // such as the notifier's share, may still flow after everyone is final).
+        let quiet_by = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < quiet_by && depths.lock().map(|d| d.waiting_now != Some(0)).unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         progress(&format!("{} lookups of stored users, {} connections", args.lookups, args.lookup_connections));
         lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed).await;
     }

@@ -152,6 +152,8 @@ pub struct Depths {
     pub deepest_queue: u32,
     pub deepest_queue_name: String,
     pub deepest_outbox: i64,
+    /// Messages waiting in the worker queues and unpublished outbox rows, at the last sample.
+    pub waiting_now: Option<u64>,
 }
 
 /// Samples the worker queues' and the outbox's depth every 250 ms until `stop`.
@@ -167,15 +169,18 @@ pub fn sample_depths(
         let Ok(connection) = muster_infra::amqp::connect(&amqp).await else { return };
         let Ok(channel) = connection.create_channel().await else { return };
         while !stop.is_cancelled() {
+            let mut waiting = 0u64;
             for queue in WORKER_QUEUES {
                 let name = names.queue(&queue);
                 let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
                 if let Ok(q) = channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await
                     && let Ok(mut d) = depths.lock()
-                    && q.message_count() > d.deepest_queue
                 {
-                    d.deepest_queue = q.message_count();
-                    d.deepest_queue_name = name.clone();
+                    waiting += u64::from(q.message_count());
+                    if q.message_count() > d.deepest_queue {
+                        d.deepest_queue = q.message_count();
+                        d.deepest_queue_name = name.clone();
+                    }
                 }
             }
             let outbox: Option<i64> = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
@@ -184,6 +189,7 @@ pub fn sample_depths(
                 .ok();
             if let (Some(outbox), Ok(mut d)) = (outbox, depths.lock()) {
                 d.deepest_outbox = d.deepest_outbox.max(outbox);
+                d.waiting_now = Some(waiting + u64::try_from(outbox).unwrap_or(0));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
