@@ -77,7 +77,9 @@ pub async fn insert(
     doc: &Value,
 ) -> sqlx::Result<ResourceRow> {
     match kind {
-        ResourceKind::User => bind_user(sqlx::query_as(INSERT_USER), tenant, id, doc, Utc::now()).fetch_one(conn).await,
+        ResourceKind::User => {
+            bind_user(sqlx::query_as(INSERT_USER), tenant, id, doc).bind(Utc::now()).fetch_one(conn).await
+        }
         ResourceKind::Group => {
             sqlx::query_as::<_, ResourceRow>(&format!(
                 "insert into scim.groups (tenant_id, id, display_name, external_id, resource)
@@ -105,16 +107,16 @@ pub async fn insert_user_with_events(
     events: &[EventEnvelope],
 ) -> sqlx::Result<ResourceRow> {
     let statement = outbox::with_events(INSERT_USER, 7);
-    let query = bind_user(sqlx::query_as(&statement), tenant, id, doc, at);
+    let query = bind_user(sqlx::query_as(&statement), tenant, id, doc).bind(at);
     outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_one(executor).await
 }
 
+/// Binds `$1`–`$6` of a user's insert or update: tenant, id, and the columns kept from `doc`.
 fn bind_user<'q>(
     query: QueryAs<'q, Postgres, ResourceRow, PgArguments>,
     tenant: Uuid,
     id: Uuid,
     doc: &'q Value,
-    at: DateTime<Utc>,
 ) -> QueryAs<'q, Postgres, ResourceRow, PgArguments> {
     query
         .bind(tenant)
@@ -123,7 +125,6 @@ fn bind_user<'q>(
         .bind(text(doc, "externalId"))
         .bind(doc.get("active").and_then(Value::as_bool).unwrap_or(true))
         .bind(doc)
-        .bind(at)
 }
 
 /// Replaces a resource's document and bumps its version.
@@ -136,19 +137,12 @@ pub async fn update(
 ) -> sqlx::Result<ResourceRow> {
     match kind {
         ResourceKind::User => {
-            sqlx::query_as::<_, ResourceRow>(&format!(
+            let statement = format!(
                 "update scim.users set user_name = $3, external_id = $4, active = $5, resource = $6,
                         version = version + 1, updated_at = now()
                  where tenant_id = $1 and id = $2 returning {COLUMNS}"
-            ))
-            .bind(tenant)
-            .bind(id)
-            .bind(text(doc, "userName").unwrap_or_default())
-            .bind(text(doc, "externalId"))
-            .bind(doc.get("active").and_then(Value::as_bool).unwrap_or(true))
-            .bind(doc)
-            .fetch_one(conn)
-            .await
+            );
+            bind_user(sqlx::query_as(&statement), tenant, id, doc).fetch_one(conn).await
         }
         ResourceKind::Group => {
             sqlx::query_as::<_, ResourceRow>(&format!(
