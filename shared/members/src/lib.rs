@@ -151,7 +151,17 @@ pub async fn load_scim_users(
 /// What a member's recomputation decided to write.
 enum Write {
     Deactivate,
-    Upsert { status: Status, skip_reason: Option<String>, profile: Value, derived: Box<Profile>, imported_now: bool },
+    Upsert {
+        status: Status,
+        skip_reason: Option<String>,
+        profile: Value,
+        /// Columns kept beside the profile document, for lookups by e-mail and manager.
+        primary_email: Option<String>,
+        manager_id: Option<String>,
+        manager_email: Option<String>,
+        manager_name: Option<String>,
+        imported_now: bool,
+    },
 }
 
 /// A change decided, before its new version is known.
@@ -186,7 +196,7 @@ pub async fn recompute_loaded(
     .fetch_all(&mut *conn)
     .await?;
     let mut stored: HashMap<Uuid, Stored> = stored.into_iter().map(|s| (s.scim_user_id, s)).collect();
-    let decisions: Vec<Decision> = users
+    let mut decisions: Vec<Decision> = users
         .iter()
         .filter_map(|user| {
             let before = stored.remove(user);
@@ -199,7 +209,7 @@ pub async fn recompute_loaded(
     if decisions.is_empty() {
         return Ok(Vec::new());
     }
-    let versions = write_decisions(conn, tenant, &decisions).await?;
+    let versions = write_decisions(conn, tenant, &mut decisions).await?;
     let changes: Vec<(Uuid, Change)> = decisions
         .into_iter()
         .filter_map(|d| {
@@ -243,7 +253,7 @@ pub async fn recompute_loaded(
 async fn write_decisions(
     conn: &mut PgConnection,
     tenant: Uuid,
-    decisions: &[Decision],
+    decisions: &mut [Decision],
 ) -> sqlx::Result<HashMap<Uuid, i64>> {
     let mut versions = HashMap::with_capacity(decisions.len());
     let deactivate: Vec<Uuid> =
@@ -269,16 +279,27 @@ async fn write_decisions(
     let mut manager_emails = Vec::new();
     let mut manager_names = Vec::new();
     let mut imported = Vec::new();
-    for d in decisions {
-        if let Write::Upsert { status, skip_reason, profile, derived, imported_now } = &d.write {
+    // The values move into the statement's columns: the decisions keep only what the change says.
+    for d in decisions.iter_mut() {
+        if let Write::Upsert {
+            status,
+            skip_reason,
+            profile,
+            primary_email,
+            manager_id,
+            manager_email,
+            manager_name,
+            imported_now,
+        } = &mut d.write
+        {
             ids.push(d.user);
             statuses.push(status.as_str());
-            reasons.push(skip_reason.clone());
-            profiles.push(profile.clone());
-            emails.push(derived.primary_email.clone());
-            manager_ids.push(derived.manager.id.clone());
-            manager_emails.push(derived.manager.email.clone());
-            manager_names.push(derived.manager.full_name.clone());
+            reasons.push(skip_reason.take());
+            profiles.push(std::mem::take(profile));
+            emails.push(primary_email.take());
+            manager_ids.push(manager_id.take());
+            manager_emails.push(manager_email.take());
+            manager_names.push(manager_name.take());
             imported.push(*imported_now);
         }
     }
@@ -365,7 +386,16 @@ fn upsert(user: Uuid, doc: &Value, rules: &CompanyRules, stored: Option<Stored>)
     let imported_now = status == Status::Active && !was_imported;
     Some(Decision {
         user,
-        write: Write::Upsert { status, skip_reason, profile: profile_doc, derived: Box::new(profile), imported_now },
+        write: Write::Upsert {
+            status,
+            skip_reason,
+            profile: profile_doc,
+            primary_email: profile.primary_email,
+            manager_id: profile.manager.id,
+            manager_email: profile.manager.email,
+            manager_name: profile.manager.full_name,
+            imported_now,
+        },
         kind,
         action,
         detail,

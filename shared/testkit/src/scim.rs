@@ -81,13 +81,7 @@ impl Scim {
 
     /// `GET /Users?filter=…` with the filter URL-encoded.
     pub async fn list(&self, resource: &str, filter: &str) -> Resp {
-        let encoded: String = filter
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let encoded: String = form_urlencoded::byte_serialize(filter.as_bytes()).collect();
         self.get(&format!("/{resource}?filter={encoded}")).await
     }
 

@@ -118,12 +118,15 @@ pub async fn list_resources(
         store::list(&mut conn, rt, tenant, params.filter.as_ref(), params.start_index - 1, params.count, with_related)
             .await?;
     drop(conn);
-    let read_along: HashMap<Uuid, Value> =
-        rows.iter().filter_map(|r| Some((r.id, groups_json(base, &r.groups()?)))).collect();
-    let ids: Vec<Uuid> =
-        if with_related && read_along.is_empty() { rows.iter().map(|r| r.id).collect() } else { Vec::new() };
-    let mut related = load_related(state, rt, tenant, base, &ids).await?;
-    related.extend(read_along);
+    // A user's groups came with the list (when asked for); a group's members are read now.
+    let mut related: HashMap<Uuid, Value> = match rt.kind {
+        ResourceKind::User => rows.iter().filter_map(|r| Some((r.id, groups_json(base, &r.groups()?)))).collect(),
+        ResourceKind::Group if with_related => {
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+            load_related(state, rt, tenant, base, &ids).await?
+        }
+        ResourceKind::Group => HashMap::new(),
+    };
     let resources: Vec<Value> = rows
         .iter()
         .map(|row| {

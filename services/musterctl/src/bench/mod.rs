@@ -233,13 +233,7 @@ async fn drop_database(database: &DatabaseSettings, name: &str) {
 /// `/Users?filter=userName eq "…"`, encoded.
 fn by_user_name(user_name: &str) -> String {
     let filter = format!("userName eq \"{user_name}\"");
-    let encoded: String = filter
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let encoded: String = form_urlencoded::byte_serialize(filter.as_bytes()).collect();
     format!("/Users?filter={encoded}")
 }
 

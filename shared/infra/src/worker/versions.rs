@@ -33,19 +33,8 @@ pub async fn claim(
     entity: &str,
     version: i64,
 ) -> sqlx::Result<Claim> {
-    let fresh: Option<i64> = sqlx::query_scalar(
-        "insert into worker.processed_versions (worker, tenant_id, entity_id, version) values ($1, $2, $3, $4)
-         on conflict (worker, tenant_id, entity_id) do update set version = excluded.version, updated_at = now()
-         where worker.processed_versions.version < excluded.version
-         returning version",
-    )
-    .bind(worker)
-    .bind(tenant)
-    .bind(entity)
-    .bind(version)
-    .fetch_optional(conn)
-    .await?;
-    Ok(if fresh.is_some() { Claim::Fresh } else { Claim::Stale })
+    let fresh = claim_many(conn, worker, tenant, &[(entity, version)]).await?;
+    Ok(if fresh.is_empty() { Claim::Stale } else { Claim::Fresh })
 }
 
 /// [`claim`] for many entities in one statement: records each entity's highest version in
