@@ -12,8 +12,10 @@
 //! becomes, in this batch) someone's manager can close a cycle by getting a manager; those are
 //! linked one by one, each after walking the chain above its new manager.
 //!
-//! The batch statements are planned each time (`persistent(false)`): a plan cached while the
-//! company was small scans its whole node table once it is large.
+//! The batch statements are driven from the batch's ids (`unnest`, then one key probe per id
+//! in a fenced lateral subquery) and planned each time (`persistent(false)`): otherwise a plan
+//! cached while the company was small, or made on statistics that predate the company's rows,
+//! scans the whole company for every batch.
 
 use std::collections::{HashMap, HashSet};
 
@@ -109,9 +111,10 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -> sql
                 n.member_status as node_status, n.candidate as node_candidate, n.email_key as node_email_key,
                 n.name_key as node_name_key, n.ref_id as node_ref_id, n.ref_email as node_ref_email,
                 n.ref_name as node_ref_name, n.ref_manual as node_ref_manual
-         from members.members m
-         left join hierarchy.nodes n on n.tenant_id = m.tenant_id and n.scim_user_id = m.scim_user_id
-         where m.tenant_id = $1 and m.scim_user_id = any($2)",
+         from unnest($2::uuid[]) as k(id)
+         cross join lateral (select * from members.members where tenant_id = $1 and scim_user_id = k.id offset 0) m
+         left join lateral (select * from hierarchy.nodes where tenant_id = $1 and scim_user_id = k.id offset 0) n
+             on true",
     )
     .persistent(false)
     .bind(tenant)
@@ -178,9 +181,12 @@ async fn refresh(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -> sql
     .await?;
     if !key_ids.is_empty() {
         let waiting: Vec<Uuid> = sqlx::query_scalar(
-            "select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_id = any($2)
-             union select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_email = any($3)
-             union select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_name = any($4)",
+            "select w.scim_user_id from unnest($2::text[]) as k(key) cross join lateral
+                 (select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_id = k.key offset 0) w
+             union select w.scim_user_id from unnest($3::text[]) as k(key) cross join lateral
+                 (select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_email = k.key offset 0) w
+             union select w.scim_user_id from unnest($4::text[]) as k(key) cross join lateral
+                 (select scim_user_id from hierarchy.nodes where tenant_id = $1 and ref_name = k.key offset 0) w",
         )
         .persistent(false)
         .bind(tenant)
@@ -335,15 +341,18 @@ async fn resolve(
                  where n.tenant_id = $1 and n.candidate
                    and n.scim_user_id = case when w.ref_id ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
                                              then w.ref_id::uuid end) as by_id,
-                array(select n.scim_user_id from hierarchy.nodes n
-                      where n.tenant_id = $1 and n.candidate and n.email_key = w.ref_email
-                      order by n.scim_user_id limit 10) as by_email,
-                array(select n.scim_user_id from hierarchy.nodes n
-                      where n.tenant_id = $1 and n.candidate and n.name_key = w.ref_name
-                      order by n.scim_user_id limit 10) as by_name,
+                array(select id from (select n.scim_user_id as id from hierarchy.nodes n
+                                      where n.tenant_id = $1 and n.candidate and n.email_key = w.ref_email
+                                      offset 0) e
+                      order by id limit 10) as by_email,
+                array(select id from (select n.scim_user_id as id from hierarchy.nodes n
+                                      where n.tenant_id = $1 and n.candidate and n.name_key = w.ref_name
+                                      offset 0) e
+                      order by id limit 10) as by_name,
                 exists(select 1 from hierarchy.nodes r where r.tenant_id = $1 and r.manager_id = w.scim_user_id)
                     as has_reports
-         from hierarchy.nodes w where w.tenant_id = $1 and w.scim_user_id = any($2)",
+         from unnest($2::uuid[]) as k(id)
+         cross join lateral (select * from hierarchy.nodes where tenant_id = $1 and scim_user_id = k.id offset 0) w",
     )
     .persistent(false)
     .bind(tenant)

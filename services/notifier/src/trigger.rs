@@ -125,15 +125,20 @@ impl Trigger {
     async fn apply(&self, tenant: Uuid, placements: &[Placement]) -> Result<(), ProcessError> {
         let mut tx = self.pool.begin().await?;
         let keys: Vec<String> = placements.iter().map(|p| format!("placed:{}", p.member)).collect();
-        // What was recorded before this batch, locked, so that each placement is judged in
-        // version order against it (one member may come several times in a batch).
+        // What was recorded before this batch, locked (in key order, one probe per key), so
+        // that each placement is judged in version order against it (one member may come
+        // several times in a batch).
+        let mut lock_order = keys.clone();
+        lock_order.sort();
+        lock_order.dedup();
         let recorded: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-            "select entity_id, version from worker.processed_versions
-             where worker = $1 and tenant_id = $2 and entity_id = any($3) order by entity_id for update",
+            "select v.entity_id, v.version from unnest($3::text[]) as k(id) cross join lateral
+                 (select entity_id, version from worker.processed_versions
+                  where worker = $1 and tenant_id = $2 and entity_id = k.id for update offset 0) v",
         )
         .bind(SERVICE)
         .bind(tenant)
-        .bind(&keys)
+        .bind(&lock_order)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()

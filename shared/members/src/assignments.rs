@@ -218,16 +218,19 @@ struct Planned {
     next: State,
 }
 
+/// The batch's reads here are driven from its ids (`unnest`, one key probe per id in a fenced
+/// lateral subquery): a plan made on statistics that predate a new company's rows otherwise
+/// scans the whole company, with the ids as a filter, for every batch.
 async fn load_members(conn: &mut PgConnection, tenant: Uuid, members: &[Uuid]) -> sqlx::Result<Vec<MemberRow>> {
     sqlx::query_as(
         "select m.scim_user_id, m.status,
                 array(select g.group_id from scim.group_members g
-                      where g.tenant_id = m.tenant_id and g.member_id = m.scim_user_id and g.member_type = 'User')
-                    as groups,
+                      where g.tenant_id = $1 and g.member_id = k.id and g.member_type = 'User') as groups,
                 s.assignment_id, s.assignment_name, s.mode, s.via_group, s.active, s.held, s.effective, s.pending
-         from members.members m
-         left join assignments.member_state s on s.tenant_id = m.tenant_id and s.scim_user_id = m.scim_user_id
-         where m.tenant_id = $1 and m.scim_user_id = any($2)",
+         from unnest($2::uuid[]) as k(id)
+         cross join lateral (select * from members.members where tenant_id = $1 and scim_user_id = k.id offset 0) m
+         left join lateral (select * from assignments.member_state
+                            where tenant_id = $1 and scim_user_id = k.id offset 0) s on true",
     )
     .persistent(false)
     .bind(tenant)
@@ -368,7 +371,9 @@ async fn request_seats(
     company: &Company,
 ) -> sqlx::Result<HashSet<String>> {
     let current: Vec<(Uuid, String)> = sqlx::query_as(
-        "select scim_user_id, seat from assignments.seat_requests where tenant_id = $1 and scim_user_id = any($2)",
+        "select r.scim_user_id, r.seat from unnest($2::uuid[]) as k(id) cross join lateral
+             (select scim_user_id, seat from assignments.seat_requests
+              where tenant_id = $1 and scim_user_id = k.id offset 0) r",
     )
     .persistent(false)
     .bind(tenant)
@@ -477,8 +482,9 @@ async fn granted_seats(
     members: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, BTreeSet<String>>> {
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "select scim_user_id, seat from assignments.seat_requests
-         where tenant_id = $1 and scim_user_id = any($2) and granted",
+        "select r.scim_user_id, r.seat from unnest($2::uuid[]) as k(id) cross join lateral
+             (select scim_user_id, seat from assignments.seat_requests
+              where tenant_id = $1 and scim_user_id = k.id and granted offset 0) r",
     )
     .persistent(false)
     .bind(tenant)

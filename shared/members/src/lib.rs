@@ -139,12 +139,14 @@ pub async fn load_scim_users(
     tenant: Uuid,
     users: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, ScimUser>> {
-    let rows: Vec<(Uuid, i64, Value)> =
-        sqlx::query_as("select id, version, resource from scim.users where tenant_id = $1 and id = any($2)")
-            .bind(tenant)
-            .bind(users)
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows: Vec<(Uuid, i64, Value)> = sqlx::query_as(
+        "select u.id, u.version, u.resource from unnest($2::uuid[]) as k(id) cross join lateral
+                 (select id, version, resource from scim.users where tenant_id = $1 and id = k.id offset 0) u",
+    )
+    .bind(tenant)
+    .bind(users)
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(rows.into_iter().map(|(id, version, resource)| (id, ScimUser { version, resource })).collect())
 }
 
@@ -187,9 +189,12 @@ pub async fn recompute_loaded(
     let mut users = users.to_vec();
     users.sort();
     users.dedup();
+    // One key probe per id, in the array's (sorted) order, so locks are taken in id order
+    // whatever the planner knows of the company's size.
     let stored: Vec<Stored> = sqlx::query_as(
-        "select scim_user_id, status, skip_reason, profile, manual, imported_at from members.members
-         where tenant_id = $1 and scim_user_id = any($2) order by scim_user_id for update",
+        "select m.* from unnest($2::uuid[]) as k(id) cross join lateral
+             (select scim_user_id, status, skip_reason, profile, manual, imported_at from members.members
+              where tenant_id = $1 and scim_user_id = k.id for update offset 0) m",
     )
     .bind(tenant)
     .bind(&users)
