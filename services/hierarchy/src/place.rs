@@ -349,8 +349,10 @@ async fn resolve(
                                       where n.tenant_id = $1 and n.candidate and n.name_key = w.ref_name
                                       offset 0) e
                       order by id limit 10) as by_name,
-                exists(select 1 from hierarchy.nodes r where r.tenant_id = $1 and r.manager_id = w.scim_user_id)
-                    as has_reports
+                -- `offset 0`: a probe of the reports index, not the alternative of hashing every
+                -- node of the company, chosen when the company is missing from the statistics.
+                exists(select 1 from hierarchy.nodes r where r.tenant_id = $1 and r.manager_id = w.scim_user_id
+                       offset 0) as has_reports
          from unnest($2::uuid[]) as k(id)
          cross join lateral (select * from hierarchy.nodes where tenant_id = $1 and scim_user_id = k.id offset 0) w",
     )
@@ -415,12 +417,21 @@ async fn store(
     let paths: Vec<Option<String>> = changed.iter().map(|(_, l)| literal(&l.cycle_path)).collect();
     let moves: Vec<bool> = changed.iter().map(|(n, l)| n.manager_id != l.manager_id).collect();
     let written: Vec<(Uuid, i64, bool)> = sqlx::query_as(
-        "update hierarchy.nodes n set manager_id = u.manager_id, resolution = u.resolution, via = u.via,
+        // The rows are found by key probes and updated by their physical address: joined on
+        // the key instead, the update is planned as a hash join over the whole company when
+        // the company is missing from the statistics. Safe because only this worker writes
+        // nodes, one transaction per company at a time.
+        "with target as (
+             select t.row_id, u.* from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                                             $7::text[], $8::text[], $9::bool[])
+                  as u(id, manager_id, resolution, via, detail, candidates, cycle_path, moved)
+             cross join lateral (select ctid as row_id from hierarchy.nodes
+                                 where tenant_id = $1 and scim_user_id = u.id offset 0) t)
+         update hierarchy.nodes n set manager_id = u.manager_id, resolution = u.resolution, via = u.via,
                 detail = u.detail, candidates = u.candidates::uuid[], cycle_path = u.cycle_path::uuid[],
                 link_version = n.link_version + case when u.moved then 1 else 0 end, updated_at = now()
-         from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[])
-              as u(id, manager_id, resolution, via, detail, candidates, cycle_path, moved)
-         where n.tenant_id = $1 and n.scim_user_id = u.id
+         from target u
+         where n.ctid = u.row_id
          returning n.scim_user_id, n.link_version, u.moved",
     )
     .persistent(false)
