@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     let relay = Relay::new(
         muster_infra::db::pool(&database)?,
         amqp.clone(),
-        RelayOptions { batch_size: 500, idle_poll_ms: 50, confirm_timeout_ms: 10_000, retention_hours: 24 },
+        RelayOptions { confirm_timeout_ms: 10_000, ..RelayOptions::default() },
     );
     tokio::spawn(relay.run(app.shutdown_token()));
     let normalizer = muster_normalizer::worker(&worker_settings, muster_infra::db::pool(&database)?);

@@ -96,11 +96,8 @@ async fn main() -> anyhow::Result<()> {
         worker: WorkerSettings::default(),
     };
     let relay_pool = muster_infra::db::pool(&database)?;
-    let relay = Relay::new(
-        relay_pool,
-        amqp.clone(),
-        RelayOptions { batch_size: 500, idle_poll_ms: 50, confirm_timeout_ms: 10_000, retention_hours: 24 },
-    );
+    let relay =
+        Relay::new(relay_pool, amqp.clone(), RelayOptions { confirm_timeout_ms: 10_000, ..RelayOptions::default() });
     tokio::spawn(relay.run(app.shutdown_token()));
     let normalizer = muster_normalizer::worker(&worker_settings, muster_infra::db::pool(&database)?);
     tokio::spawn(normalizer.run(app.shutdown_token()));

@@ -14,7 +14,7 @@ use muster_testkit::{TestApp, eventually};
 use serde_json::json;
 
 fn options() -> RelayOptions {
-    RelayOptions { batch_size: 100, idle_poll_ms: 20, confirm_timeout_ms: 5000, retention_hours: 24 }
+    RelayOptions { batch_size: 100, idle_poll_ms: 20, confirm_timeout_ms: 5000, ..RelayOptions::default() }
 }
 
 fn start_relay(app: &TestApp, amqp: &muster_infra::config::AmqpSettings) -> Relay {
@@ -191,6 +191,67 @@ async fn two_relay_replicas_publish_each_event_once_in_order() {
         got.push(probe.next(WAIT).await.expect("an event").body["entity_id"].as_str().unwrap().to_string());
     }
     assert_eq!(got, ids);
+    assert!(probe.next(Duration::from_millis(500)).await.is_none(), "no duplicates");
+    probe.teardown(&names).await;
+}
+
+#[tokio::test]
+async fn a_row_committed_after_later_rows_were_published_is_published_too() {
+    let app = TestApp::spawn().await;
+    let amqp = test_amqp(&broker_url());
+    let names = Names::new(amqp.prefix.clone());
+    let mut probe = Probe::bind(&names, "scim.user.*").await.unwrap();
+    start_relay(&app, &amqp);
+    let scim = app.scim();
+    let first = scim.create_user("first@contoso.com").await;
+    assert_eq!(probe.next(WAIT).await.expect("the first event").body["entity_id"], first.as_str());
+
+    // A row whose id is taken now and that becomes visible only after later rows are published.
+    let mut slow = app.db.pool.begin().await.unwrap();
+    let late: uuid::Uuid = sqlx::query_scalar(
+        "insert into scim.outbox (event_id, tenant_id, routing_key, entity_id, version, envelope)
+         select gen_random_uuid(), tenant_id, routing_key, entity_id, version + 1, envelope
+         from scim.outbox where entity_id = $1 returning event_id",
+    )
+    .bind(&first)
+    .fetch_one(&mut *slow)
+    .await
+    .unwrap();
+    let later = scim.create_user("later@contoso.com").await;
+    assert_eq!(probe.next(WAIT).await.expect("the later event").body["entity_id"], later.as_str());
+    slow.commit().await.unwrap();
+
+    let received = probe.next(WAIT).await.expect("the row committed late");
+    assert_eq!(received.message_id, Some(late.to_string()));
+    until_nothing_pending(&app, "nothing left behind").await;
+    probe.teardown(&names).await;
+}
+
+#[tokio::test]
+async fn when_the_leading_replica_stops_a_standby_takes_over() {
+    let app = TestApp::spawn().await;
+    let amqp = test_amqp(&broker_url());
+    let names = Names::new(amqp.prefix.clone());
+    let mut probe = Probe::bind(&names, "scim.user.*").await.unwrap();
+    let leader_stop = tokio_util::sync::CancellationToken::new();
+    let leader = tokio::spawn(Relay::new(app.db.pool.clone(), amqp.clone(), options()).run(leader_stop.clone()));
+    let scim = app.scim();
+    let mut ids = vec![scim.create_user("before@contoso.com").await];
+    assert_eq!(probe.next(WAIT).await.expect("published by the leader").body["entity_id"], ids[0].as_str());
+    start_relay(&app, &amqp);
+
+    leader_stop.cancel();
+    leader.await.unwrap().unwrap();
+    for i in 0..5 {
+        ids.push(scim.create_user(&format!("after{i}@contoso.com")).await);
+    }
+    let mut got = Vec::new();
+    for _ in 1..ids.len() {
+        got.push(
+            probe.next(WAIT).await.expect("published by the standby").body["entity_id"].as_str().unwrap().to_string(),
+        );
+    }
+    assert_eq!(got, ids[1..]);
     assert!(probe.next(Duration::from_millis(500)).await.is_none(), "no duplicates");
     probe.teardown(&names).await;
 }

@@ -45,7 +45,7 @@ impl System {
         let relay = Relay::new(
             app.db.pool.clone(),
             amqp.clone(),
-            RelayOptions { batch_size: 100, idle_poll_ms: 20, confirm_timeout_ms: 5000, retention_hours: 24 },
+            RelayOptions { batch_size: 100, idle_poll_ms: 20, confirm_timeout_ms: 5000, ..RelayOptions::default() },
         );
         tokio::spawn(relay.run(app.shutdown_token()));
         let settings = muster_normalizer::Settings {

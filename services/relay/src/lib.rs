@@ -1,28 +1,33 @@
 //! The relay: drains the outbox (`scim.outbox`) to RabbitMQ.
 //!
-//! - Publishes in outbox order on one channel with publisher confirms, pipelined: a whole
-//!   batch is sent, then its confirms are awaited, so a batch costs one broker round trip.
+//! - Publishes in outbox order on one channel with publisher confirms, pipelined: a batch is
+//!   sent, and while the broker confirms it the next batches are read and sent (up to
+//!   `batches_in_flight`) and the confirmed one is recorded, so neither the database nor the
+//!   broker waits for the other.
 //! - A row is marked published only after its confirm. A message the broker returns as
 //!   unroutable (`mandatory`), or nacks, stays unpublished and is retried with backoff.
-//! - Several replicas are safe: a batch is taken under a transaction-scoped advisory lock, so
-//!   one replica publishes at a time and outbox order (hence per-entity order) holds.
+//! - Several replicas are safe: one leads at a time, holding a session advisory lock on a
+//!   connection of its own that also does all of its reads and writes; the others wait on
+//!   standby and take over within a second when the leader's connection ends. Outbox order
+//!   (hence per-entity order) holds.
 //! - A broker outage only delays events: the relay reconnects with capped, jittered backoff
-//!   and resumes where the outbox stands. A crash between publish and commit republishes the
-//!   batch: delivery is at least once, and consumers deduplicate by entity version.
+//!   and resumes where the outbox stands. A crash between publish and record republishes what
+//!   was in flight: delivery is at least once, and consumers deduplicate by entity version.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
+use lapin::{Confirmation, PublisherConfirm};
 use muster_contracts::Names;
 use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
 use muster_infra::http::{BrokerHealth, Readiness};
 use serde::Deserialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::net::TcpListener;
 use tokio_retry::strategy::{ExponentialBackoff, jitter};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +42,7 @@ addr = "0.0.0.0:8082"
 pub const RELAY_DEFAULTS: &str = r#"
 [relay]
 batch_size = 500
+batches_in_flight = 3
 idle_poll_ms = 50
 confirm_timeout_ms = 15000
 retention_hours = 24
@@ -45,17 +51,32 @@ retention_hours = 24
 /// Advisory-lock key under which one replica at a time publishes ("muster.relay").
 const RELAY_LOCK_KEY: i64 = 0x6d75_7374_6572_0001;
 
+/// How often a standby replica asks for the lead.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+
+/// Published rows are deleted, and the outbox depth reported, this often.
+const CLEANUP_EVERY: Duration = Duration::from_secs(60);
+
 /// Tuning of the relay loop.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RelayOptions {
     /// Rows published per batch (and per confirm round trip).
     pub batch_size: i64,
+    /// Batches published and not yet confirmed, at most.
+    pub batches_in_flight: usize,
     /// Sleep when the outbox is empty.
     pub idle_poll_ms: u64,
     /// A batch whose confirms take longer is treated as a broker failure and retried.
     pub confirm_timeout_ms: u64,
     /// Published rows are deleted after this many hours.
     pub retention_hours: i64,
+}
+
+impl Default for RelayOptions {
+    /// The embedded defaults ([`RELAY_DEFAULTS`]).
+    fn default() -> Self {
+        muster_infra::config::embedded_section(RELAY_DEFAULTS, "relay").expect("the embedded relay defaults are valid")
+    }
 }
 
 /// The relay's settings.
@@ -99,6 +120,12 @@ enum Outcome {
     Failed(String),
 }
 
+/// A batch sent to the broker, waiting for its confirms.
+struct InFlight {
+    rows: Vec<PendingRow>,
+    confirms: Vec<PublisherConfirm>,
+}
+
 /// The relay loop, independent of how it is served.
 #[derive(Clone)]
 pub struct Relay {
@@ -121,10 +148,10 @@ impl Relay {
         self.health.clone()
     }
 
-    /// Publishes until `shutdown`, reconnecting to the broker as often as needed.
+    /// Publishes until `shutdown`, reconnecting to the broker and the database as often as
+    /// needed.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = reconnect_backoff();
-        let mut last_cleanup = std::time::Instant::now();
         while !shutdown.is_cancelled() {
             let (connection, channel) = match self.connect().await {
                 Ok(c) => {
@@ -143,25 +170,18 @@ impl Relay {
             tracing::info!("relay connected to the broker");
             let mut db_backoff = reconnect_backoff();
             loop {
-                if shutdown.is_cancelled() {
-                    let _ = connection.close(200, "relay shutting down".into()).await;
-                    return Ok(());
-                }
-                if last_cleanup.elapsed() > Duration::from_secs(60) {
-                    last_cleanup = std::time::Instant::now();
-                    self.cleanup().await;
-                }
-                match self.publish_batch(&channel).await {
-                    Ok(n) => {
-                        db_backoff = reconnect_backoff();
-                        if (n as i64) < self.options.batch_size {
-                            sleep_or_shutdown(Duration::from_millis(self.options.idle_poll_ms), &shutdown).await;
-                        }
+                match self.lead(&channel, &shutdown).await {
+                    Ok(()) => {
+                        let _ = connection.close(200, "relay shutting down".into()).await;
+                        return Ok(());
                     }
                     Err(RelayError::Database(err)) => {
                         let delay = db_backoff.next().unwrap_or(Duration::from_secs(10));
-                        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "relay cannot read the outbox");
+                        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "relay cannot use the outbox");
                         sleep_or_shutdown(delay, &shutdown).await;
+                        if shutdown.is_cancelled() {
+                            return Ok(());
+                        }
                     }
                     Err(RelayError::Broker(err)) => {
                         self.health.set_connected(false);
@@ -183,26 +203,96 @@ impl Relay {
         Ok((connection, channel))
     }
 
-    /// Publishes one batch; returns how many rows it took.
-    async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
-        let mut tx = self.pool.begin().await?;
-        let locked: bool =
-            sqlx::query_scalar("select pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK_KEY).fetch_one(&mut *tx).await?;
-        if !locked {
-            return Ok(0); // another replica is publishing
+    /// Waits on standby until this replica holds the lead, then publishes until `shutdown`
+    /// (`Ok`) or a failure. The lead is a session lock, so it lives exactly as long as the
+    /// connection that does the leader's work: the connection is closed, never pooled, after.
+    async fn lead(&self, channel: &Channel, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        loop {
+            let locked: bool =
+                sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(RELAY_LOCK_KEY).fetch_one(&mut conn).await?;
+            if locked {
+                break;
+            }
+            sleep_or_shutdown(STANDBY_POLL, shutdown).await;
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
         }
-        let rows = sqlx::query_as::<_, PendingRow>(
+        tracing::info!("relay leads: publishing the outbox");
+        metrics::gauge!("relay_leader").set(1.0);
+        let led = self.publish_while_leading(&mut conn, channel, shutdown).await;
+        metrics::gauge!("relay_leader").set(0.0);
+        let _ = sqlx::Connection::close(conn).await;
+        led
+    }
+
+    /// Keeps up to `batches_in_flight` batches at the broker: each turn reads and sends what
+    /// the outbox holds beyond them, then records the oldest once it is confirmed. On shutdown
+    /// what is in flight is still recorded.
+    async fn publish_while_leading(
+        &self,
+        conn: &mut PgConnection,
+        channel: &Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut last_cleanup: Option<Instant> = None;
+        let depth = self.options.batches_in_flight.max(1);
+        loop {
+            if shutdown.is_cancelled() {
+                while let Some(batch) = in_flight.pop_front() {
+                    self.record(conn, batch).await?;
+                }
+                return Ok(());
+            }
+            if last_cleanup.is_none_or(|t| t.elapsed() > CLEANUP_EVERY) {
+                last_cleanup = Some(Instant::now());
+                self.cleanup(conn).await?;
+            }
+            while in_flight.len() < depth {
+                let rows = self.next_rows(conn, &in_flight).await?;
+                let full = rows.len() as i64 >= self.options.batch_size;
+                if !rows.is_empty() {
+                    in_flight.push_back(self.send(channel, rows).await?);
+                }
+                if !full {
+                    break;
+                }
+            }
+            match in_flight.pop_front() {
+                Some(batch) => self.record(conn, batch).await?,
+                None => sleep_or_shutdown(Duration::from_millis(self.options.idle_poll_ms), shutdown).await,
+            }
+        }
+    }
+
+    /// The next pending rows in outbox order, past those in flight. Read from the lowest
+    /// pending id each time rather than from a cursor: ids are taken at insert but become
+    /// visible at commit, so a lower id can appear after higher ones were published.
+    async fn next_rows(
+        &self,
+        conn: &mut PgConnection,
+        in_flight: &VecDeque<InFlight>,
+    ) -> sqlx::Result<Vec<PendingRow>> {
+        let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
+        sqlx::query_as::<_, PendingRow>(
             "select id, event_id, routing_key, envelope::text as payload, traceparent, attempts, created_at
              from scim.outbox
              where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
+               and id <> all($2)
              order by id limit $1",
         )
+        // Planned with the ids in hand, so the planner hashes them.
+        .persistent(false)
         .bind(self.options.batch_size)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
+        .bind(&sent)
+        .fetch_all(conn)
+        .await
+    }
+
+    /// Sends `rows` without waiting for their confirms.
+    async fn send(&self, channel: &Channel, rows: Vec<PendingRow>) -> Result<InFlight, RelayError> {
         let exchange = self.names.events_exchange();
         let mut confirms = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -221,10 +311,17 @@ impl Relay {
                 .await?;
             confirms.push(confirm);
         }
+        Ok(InFlight { rows, confirms })
+    }
+
+    /// Waits for a batch's confirms and records the outcome: confirmed rows published, the
+    /// others scheduled for another attempt with the broker's reason.
+    async fn record(&self, conn: &mut PgConnection, batch: InFlight) -> Result<(), RelayError> {
         let timeout = Duration::from_millis(self.options.confirm_timeout_ms);
-        let confirmations = tokio::time::timeout(timeout, join_all(confirms))
+        let confirmations = tokio::time::timeout(timeout, join_all(batch.confirms))
             .await
             .map_err(|_| RelayError::Broker("publisher confirms timed out".into()))?;
+        let rows = batch.rows;
         let mut published = Vec::with_capacity(rows.len());
         let mut failed: Vec<(i64, String, i32)> = Vec::new();
         for (row, confirmation) in rows.iter().zip(confirmations) {
@@ -246,7 +343,7 @@ impl Relay {
         }
         sqlx::query("update scim.outbox set published_at = now(), updated_at = now() where id = any($1)")
             .bind(&published)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         for (id, reason, attempts) in &failed {
             // Capped exponential backoff: 1 s, 2 s, 4 s … 5 min.
@@ -259,10 +356,9 @@ impl Relay {
             .bind(id)
             .bind(reason)
             .bind(delay_secs)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
         let now = Utc::now();
         let published_ids: std::collections::HashSet<i64> = published.iter().copied().collect();
         for row in rows.iter().filter(|r| published_ids.contains(&r.id)) {
@@ -271,27 +367,23 @@ impl Relay {
         }
         metrics::counter!("relay_published_total").increment(published.len() as u64);
         metrics::counter!("relay_publish_failures_total").increment(failed.len() as u64);
-        Ok(rows.len())
+        Ok(())
     }
 
     /// Deletes old published rows and reports the outbox depth.
-    async fn cleanup(&self) {
-        let deleted = sqlx::query(
+    async fn cleanup(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        sqlx::query(
             "delete from scim.outbox where id in (
                  select id from scim.outbox where published_at < now() - make_interval(hours => $1) limit 10000)",
         )
         .bind(self.options.retention_hours as i32)
-        .execute(&self.pool)
-        .await;
-        if let Err(err) = deleted {
-            tracing::warn!(error = %err, "outbox cleanup failed");
-        }
-        if let Ok(pending) = sqlx::query_scalar::<_, i64>("select count(*) from scim.outbox where published_at is null")
-            .fetch_one(&self.pool)
-            .await
-        {
-            metrics::gauge!("outbox_pending").set(pending as f64);
-        }
+        .execute(&mut *conn)
+        .await?;
+        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
+            .fetch_one(&mut *conn)
+            .await?;
+        metrics::gauge!("outbox_pending").set(pending as f64);
+        Ok(())
     }
 }
 

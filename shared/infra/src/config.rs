@@ -55,6 +55,17 @@ pub fn load_layers<T: DeserializeOwned>(defaults: &[&str]) -> anyhow::Result<T> 
     builder.build().context("reading configuration")?.try_deserialize().context("invalid configuration")
 }
 
+/// One section of embedded TOML defaults alone (no file, no environment): what a caller
+/// that builds its settings in code, such as a test, starts from.
+pub fn embedded_section<T: DeserializeOwned>(defaults: &str, section: &str) -> anyhow::Result<T> {
+    Config::builder()
+        .add_source(File::from_str(defaults, FileFormat::Toml))
+        .build()
+        .context("reading embedded defaults")?
+        .get(section)
+        .with_context(|| format!("embedded defaults of [{section}]"))
+}
+
 /// PostgreSQL connection settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {

@@ -10,9 +10,23 @@ use crate::config::DatabaseSettings;
 /// Every migration of the system, applied by `musterctl migrate` and `musterctl up`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Connection options from settings (the URL is parsed, never logged).
+/// Connection options from settings (the URL is parsed, never logged). Unless the URL names
+/// one, connections carry the program's name as `application_name`, so `pg_stat_activity`
+/// tells an operator which service holds a connection or waits on a lock.
 pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
-    settings.url.expose_secret().parse::<PgConnectOptions>().context("database.url is not a valid PostgreSQL URL")
+    let options = settings
+        .url
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+        .context("database.url is not a valid PostgreSQL URL")?;
+    if options.get_application_name().is_some() {
+        return Ok(options);
+    }
+    let program = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    Ok(match program {
+        Some(name) => options.application_name(&name),
+        None => options,
+    })
 }
 
 /// A pool that connects on first use, so a service can start (and report not-ready) while
