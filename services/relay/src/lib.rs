@@ -58,7 +58,7 @@ const STANDBY_POLL: Duration = Duration::from_secs(1);
 const CLEANUP_EVERY: Duration = Duration::from_secs(60);
 
 /// Tuning of the relay loop.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RelayOptions {
     /// Rows published per batch (and per confirm round trip).
     pub batch_size: i64,
@@ -73,9 +73,15 @@ pub struct RelayOptions {
 }
 
 impl Default for RelayOptions {
-    /// The embedded defaults ([`RELAY_DEFAULTS`]).
+    /// The values of [`RELAY_DEFAULTS`] (a test keeps them equal), for settings built in code.
     fn default() -> Self {
-        muster_infra::config::embedded_section(RELAY_DEFAULTS, "relay").expect("the embedded relay defaults are valid")
+        RelayOptions {
+            batch_size: 500,
+            batches_in_flight: 3,
+            idle_poll_ms: 50,
+            confirm_timeout_ms: 15_000,
+            retention_hours: 24,
+        }
     }
 }
 
@@ -410,4 +416,15 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let server = muster_infra::http::serve(listener, app, shutdown.clone());
     let (served, relayed) = tokio::join!(server, relay.run(shutdown));
     served.and(relayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_options_are_the_embedded_defaults() {
+        let embedded: RelayOptions = muster_infra::config::embedded_section(RELAY_DEFAULTS, "relay").unwrap();
+        assert_eq!(embedded, RelayOptions::default());
+    }
 }
