@@ -376,11 +376,14 @@ impl Relay {
         Ok(())
     }
 
-    /// Deletes old published rows and reports the outbox depth.
+    /// Deletes old published rows, oldest first (the order makes it walk the `published_at`
+    /// index rather than scan the table for rows that may not exist), and reports the outbox
+    /// depth.
     async fn cleanup(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
         sqlx::query(
             "delete from scim.outbox where id in (
-                 select id from scim.outbox where published_at < now() - make_interval(hours => $1) limit 10000)",
+                 select id from scim.outbox where published_at < now() - make_interval(hours => $1)
+                 order by published_at limit 10000)",
         )
         .bind(self.options.retention_hours as i32)
         .execute(&mut *conn)
