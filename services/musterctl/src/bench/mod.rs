@@ -170,12 +170,22 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     let lags = lag_distribution(&pool, tenant.id).await.unwrap_or_default();
     if matches!(settled, Ok(Some(_))) && args.lookups > 0 {
         // At rest: nothing left in the queues or the outbox (events that change no member,
-        // such as the notifier's share, may still flow after everyone is final).
-        let quiet_by = Instant::now() + Duration::from_secs(120);
+        // such as the notifier's share, may still flow after everyone is final), and no
+        // vacuum or analyze still working through what the sync left behind.
+        let resting_since = Instant::now();
+        let quiet_by = resting_since + Duration::from_secs(120);
         while Instant::now() < quiet_by && depths.lock().map(|d| d.waiting_now != Some(0)).unwrap_or(false) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        progress(&format!("{} lookups of stored users, {} connections", args.lookups, args.lookup_connections));
+        while Instant::now() < quiet_by && maintenance_running(&pool).await {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        progress(&format!(
+            "{} lookups of stored users, {} connections (at rest after {:.0} s)",
+            args.lookups,
+            args.lookup_connections,
+            resting_since.elapsed().as_secs_f64()
+        ));
         lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed).await;
     }
     let final_counts = final_counts(&pool, tenant.id).await.unwrap_or(Value::Null);
@@ -406,6 +416,18 @@ async fn drive(
 
 fn patch(operations: Value) -> Value {
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations})
+}
+
+/// Whether a vacuum or analyze (autovacuum's, usually, after a sync) is working on the bench's
+/// database.
+async fn maintenance_running(pool: &sqlx::PgPool) -> bool {
+    sqlx::query_scalar(
+        "select exists(select 1 from pg_stat_progress_vacuum where datname = current_database())
+             or exists(select 1 from pg_stat_progress_analyze where datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false)
 }
 
 /// Waits until every member is in its final state; returns when it was: every SCIM user's
