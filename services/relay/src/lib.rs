@@ -176,7 +176,7 @@ impl Relay {
             tracing::info!("relay connected to the broker");
             let mut db_backoff = reconnect_backoff();
             loop {
-                match self.lead(&channel, &shutdown).await {
+                match self.lead(&channel, &shutdown, &mut db_backoff).await {
                     Ok(()) => {
                         let _ = connection.close(200, "relay shutting down".into()).await;
                         return Ok(());
@@ -212,11 +212,18 @@ impl Relay {
     /// Waits on standby until this replica holds the lead, then publishes until `shutdown`
     /// (`Ok`) or a failure. The lead is a session lock, so it lives exactly as long as the
     /// connection that does the leader's work: the connection is closed, never pooled, after.
-    async fn lead(&self, channel: &Channel, shutdown: &CancellationToken) -> Result<(), RelayError> {
+    /// `db_backoff` starts over once the database answers.
+    async fn lead(
+        &self,
+        channel: &Channel,
+        shutdown: &CancellationToken,
+        db_backoff: &mut Backoff,
+    ) -> Result<(), RelayError> {
         let mut conn = self.pool.acquire().await?.detach();
         loop {
             let locked: bool =
                 sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(RELAY_LOCK_KEY).fetch_one(&mut conn).await?;
+            *db_backoff = reconnect_backoff();
             if locked {
                 break;
             }
@@ -396,9 +403,12 @@ impl Relay {
     }
 }
 
-fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+/// Delays between reconnection attempts.
+type Backoff = std::iter::Map<ExponentialBackoff, fn(Duration) -> Duration>;
+
+fn reconnect_backoff() -> Backoff {
     // 200 ms, 400 ms, 800 ms … capped at 10 s, each jittered.
-    ExponentialBackoff::from_millis(2).factor(100).max_delay(Duration::from_secs(10)).map(jitter)
+    ExponentialBackoff::from_millis(2).factor(100).max_delay(Duration::from_secs(10)).map(jitter as fn(_) -> _)
 }
 
 async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) {
