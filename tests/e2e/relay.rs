@@ -25,6 +25,15 @@ fn start_relay(app: &TestApp, amqp: &muster_infra::config::AmqpSettings) -> Rela
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// A company with a fresh AMQP prefix and a probe queue bound with `pattern`.
+async fn with_probe(pattern: &str) -> (TestApp, muster_infra::config::AmqpSettings, Names, Probe) {
+    let app = TestApp::spawn().await;
+    let amqp = test_amqp(&broker_url());
+    let names = Names::new(amqp.prefix.clone());
+    let probe = Probe::bind(&names, pattern).await.unwrap();
+    (app, amqp, names, probe)
+}
+
 async fn until_nothing_pending(app: &TestApp, what: &str) {
     eventually(WAIT, what, || async {
         let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
@@ -38,10 +47,7 @@ async fn until_nothing_pending(app: &TestApp, what: &str) {
 
 #[tokio::test]
 async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
-    let app = TestApp::spawn().await;
-    let amqp = test_amqp(&broker_url());
-    let names = Names::new(amqp.prefix.clone());
-    let mut probe = Probe::bind(&names, "scim.#").await.unwrap();
+    let (app, amqp, names, mut probe) = with_probe("scim.#").await;
     start_relay(&app, &amqp);
     let scim = app.scim();
 
@@ -134,10 +140,7 @@ async fn writes_made_while_the_broker_is_unreachable_are_published_when_it_retur
 
 #[tokio::test]
 async fn an_unroutable_event_stays_pending_until_a_queue_is_bound() {
-    let app = TestApp::spawn().await;
-    let amqp = test_amqp(&broker_url());
-    let names = Names::new(amqp.prefix.clone());
-    let probe = Probe::bind(&names, "nothing.routes.here").await.unwrap();
+    let (app, amqp, names, probe) = with_probe("nothing.routes.here").await;
     let relay = start_relay(&app, &amqp);
     eventually(WAIT, "the relay to connect", || async { relay.health().is_connected().then_some(()) }).await;
     // Only the normalizer binds scim.user.*: without it the event has nowhere to go.
@@ -175,10 +178,7 @@ async fn an_unroutable_event_stays_pending_until_a_queue_is_bound() {
 
 #[tokio::test]
 async fn two_relay_replicas_publish_each_event_once_in_order() {
-    let app = TestApp::spawn().await;
-    let amqp = test_amqp(&broker_url());
-    let names = Names::new(amqp.prefix.clone());
-    let mut probe = Probe::bind(&names, "scim.user.*").await.unwrap();
+    let (app, amqp, names, mut probe) = with_probe("scim.user.*").await;
     start_relay(&app, &amqp);
     start_relay(&app, &amqp);
     let scim = app.scim();
@@ -197,10 +197,7 @@ async fn two_relay_replicas_publish_each_event_once_in_order() {
 
 #[tokio::test]
 async fn a_row_committed_after_later_rows_were_published_is_published_too() {
-    let app = TestApp::spawn().await;
-    let amqp = test_amqp(&broker_url());
-    let names = Names::new(amqp.prefix.clone());
-    let mut probe = Probe::bind(&names, "scim.user.*").await.unwrap();
+    let (app, amqp, names, mut probe) = with_probe("scim.user.*").await;
     start_relay(&app, &amqp);
     let scim = app.scim();
     let first = scim.create_user("first@contoso.com").await;
@@ -229,10 +226,7 @@ async fn a_row_committed_after_later_rows_were_published_is_published_too() {
 
 #[tokio::test]
 async fn when_the_leading_replica_stops_a_standby_takes_over() {
-    let app = TestApp::spawn().await;
-    let amqp = test_amqp(&broker_url());
-    let names = Names::new(amqp.prefix.clone());
-    let mut probe = Probe::bind(&names, "scim.user.*").await.unwrap();
+    let (app, amqp, names, mut probe) = with_probe("scim.user.*").await;
     let leader_stop = tokio_util::sync::CancellationToken::new();
     let leader = tokio::spawn(Relay::new(app.db.pool.clone(), amqp.clone(), options()).run(leader_stop.clone()));
     let scim = app.scim();
@@ -254,18 +248,4 @@ async fn when_the_leading_replica_stops_a_standby_takes_over() {
     assert_eq!(got, ids[1..]);
     assert!(probe.next(Duration::from_millis(500)).await.is_none(), "no duplicates");
     probe.teardown(&names).await;
-}
-
-#[tokio::test]
-async fn service_connections_name_their_program_and_never_jit_compile() {
-    let app = TestApp::spawn().await;
-    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
-    let (jit, name): (String, String) =
-        sqlx::query_as("select current_setting('jit'), current_setting('application_name')")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(jit, "off");
-    let program = std::env::current_exe().unwrap().file_stem().unwrap().to_string_lossy().into_owned();
-    assert_eq!(name, program, "pg_stat_activity names the service");
 }
