@@ -36,10 +36,7 @@ async fn with_probe(pattern: &str) -> (TestApp, muster_infra::config::AmqpSettin
 
 async fn until_nothing_pending(app: &TestApp, what: &str) {
     eventually(WAIT, what, || async {
-        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
-            .fetch_one(&app.db.pool)
-            .await
-            .ok()?;
+        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.ok()?;
         (pending == 0).then_some(())
     })
     .await;
@@ -48,10 +45,16 @@ async fn until_nothing_pending(app: &TestApp, what: &str) {
 #[tokio::test]
 async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
     let (app, amqp, names, mut probe) = with_probe("scim.#").await;
-    start_relay(&app, &amqp);
     let scim = app.scim();
-
     let user = scim.create_user("ann@contoso.com").await;
+    // Read before the relay runs: a published row is deleted.
+    let stored: Option<String> = sqlx::query_scalar("select traceparent from scim.outbox where entity_id = $1")
+        .bind(&user)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    start_relay(&app, &amqp);
+
     let received = probe.next(WAIT).await.expect("the user's event");
     assert_eq!(received.routing_key, "scim.user.upserted");
     let e = &received.body;
@@ -61,13 +64,9 @@ async fn a_scim_write_shows_up_on_a_bound_queue_with_the_envelope() {
     assert_eq!(e["version"], 1);
     assert!(e["occurred_at"].as_str().is_some_and(|t| t.ends_with('Z')));
     assert_eq!(received.message_id.as_deref(), e["event_id"].as_str(), "message id is the event id, for dedup");
-    let stored: Option<String> = sqlx::query_scalar("select traceparent from scim.outbox where event_id::text = $1")
-        .bind(e["event_id"].as_str().unwrap())
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
     assert!(received.traceparent.is_some(), "every message carries a traceparent");
     assert_eq!(received.traceparent, stored);
+    until_nothing_pending(&app, "the published row deleted").await;
 
     let group = scim.create_group("Sales").await;
     scim.patch(
@@ -121,10 +120,7 @@ async fn writes_made_while_the_broker_is_unreachable_are_published_when_it_retur
     eventually(WAIT, "the relay to notice the outage", || async { (!relay.health().is_connected()).then_some(()) })
         .await;
     assert!(probe.next(Duration::from_millis(500)).await.is_none(), "nothing can be published during the outage");
-    let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.unwrap();
     assert_eq!(pending, 3);
 
     proxy.restore();
@@ -148,15 +144,13 @@ async fn an_unroutable_event_stays_pending_until_a_queue_is_bound() {
 
     let user = app.scim().create_user("lost@contoso.com").await;
     let error: String = eventually(WAIT, "the relay to record the failure", || async {
-        sqlx::query_scalar::<_, Option<String>>(
-            "select last_error from scim.outbox where entity_id = $1 and published_at is null",
-        )
-        .bind(&user)
-        .fetch_optional(&app.db.pool)
-        .await
-        .ok()
-        .flatten()
-        .flatten()
+        sqlx::query_scalar::<_, Option<String>>("select last_error from scim.outbox where entity_id = $1")
+            .bind(&user)
+            .fetch_optional(&app.db.pool)
+            .await
+            .ok()
+            .flatten()
+            .flatten()
     })
     .await;
     assert!(error.contains("unroutable"), "{error}");
@@ -207,10 +201,11 @@ async fn a_row_committed_after_later_rows_were_published_is_published_too() {
     let mut slow = app.db.pool.begin().await.unwrap();
     let late: uuid::Uuid = sqlx::query_scalar(
         "insert into scim.outbox (event_id, tenant_id, routing_key, entity_id, version, envelope)
-         select gen_random_uuid(), tenant_id, routing_key, entity_id, version + 1, envelope
-         from scim.outbox where entity_id = $1 returning event_id",
+         values (gen_random_uuid(), $1, 'scim.user.upserted', $2, 2, $3) returning event_id",
     )
+    .bind(app.tenant.id)
     .bind(&first)
+    .bind(json!({"kind": "scim.user.upserted", "tenant_id": app.tenant.id, "entity_id": first, "version": 2}))
     .fetch_one(&mut *slow)
     .await
     .unwrap();

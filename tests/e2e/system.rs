@@ -148,6 +148,20 @@ impl System {
         }
     }
 
+    /// The bodies of the `key` events received from here on, read until `enough` holds for
+    /// those collected (other events are passed over). The outbox keeps no published row, so
+    /// this is where a test sees what was published.
+    pub async fn collect(&mut self, key: &str, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while !enough(&seen) {
+            let received = self.probe.next(WAIT).await.unwrap_or_else(|| panic!("{key} events: got {seen:?}"));
+            if received.routing_key == key {
+                seen.push(received.body);
+            }
+        }
+        seen
+    }
+
     pub async fn stop(self) {
         self.app.shutdown_token().cancel();
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -4,8 +4,9 @@
 //!   sent, and while the broker confirms it the next batches are read and sent (up to
 //!   `batches_in_flight`) and the confirmed one is recorded, so neither the database nor the
 //!   broker waits for the other.
-//! - A row is marked published only after its confirm. A message the broker returns as
-//!   unroutable (`mandatory`), or nacks, stays unpublished and is retried with backoff.
+//! - A row is deleted only after its confirm: the outbox holds what is still to be published.
+//!   A message the broker returns as unroutable (`mandatory`), or nacks, stays and is retried
+//!   with backoff.
 //! - Several replicas are safe: one leads at a time, holding a session advisory lock on a
 //!   connection of its own that also does all of its reads and writes; the others wait on
 //!   standby and take over within a second when the leader's connection ends. Outbox order
@@ -45,7 +46,6 @@ batch_size = 500
 batches_in_flight = 3
 idle_poll_ms = 50
 confirm_timeout_ms = 15000
-retention_hours = 24
 "#;
 
 /// Advisory-lock key under which one replica at a time publishes ("muster.relay").
@@ -54,8 +54,8 @@ const RELAY_LOCK_KEY: i64 = 0x6d75_7374_6572_0001;
 /// How often a standby replica asks for the lead.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 
-/// Published rows are deleted, and the outbox depth reported, this often.
-const CLEANUP_EVERY: Duration = Duration::from_secs(60);
+/// The outbox depth is reported this often.
+const REPORT_DEPTH_EVERY: Duration = Duration::from_secs(60);
 
 /// Tuning of the relay loop.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,20 +68,12 @@ pub struct RelayOptions {
     pub idle_poll_ms: u64,
     /// A batch whose confirms take longer is treated as a broker failure and retried.
     pub confirm_timeout_ms: u64,
-    /// Published rows are deleted after this many hours.
-    pub retention_hours: i64,
 }
 
 impl Default for RelayOptions {
     /// The values of [`RELAY_DEFAULTS`] (a test keeps them equal), for settings built in code.
     fn default() -> Self {
-        RelayOptions {
-            batch_size: 500,
-            batches_in_flight: 3,
-            idle_poll_ms: 50,
-            confirm_timeout_ms: 15_000,
-            retention_hours: 24,
-        }
+        RelayOptions { batch_size: 500, batches_in_flight: 3, idle_poll_ms: 50, confirm_timeout_ms: 15_000 }
     }
 }
 
@@ -250,7 +242,7 @@ impl Relay {
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let mut last_cleanup: Option<Instant> = None;
+        let mut depth_reported: Option<Instant> = None;
         let depth = self.options.batches_in_flight.max(1);
         loop {
             if shutdown.is_cancelled() {
@@ -259,9 +251,9 @@ impl Relay {
                 }
                 return Ok(());
             }
-            if last_cleanup.is_none_or(|t| t.elapsed() > CLEANUP_EVERY) {
-                last_cleanup = Some(Instant::now());
-                self.cleanup(conn).await?;
+            if depth_reported.is_none_or(|t| t.elapsed() > REPORT_DEPTH_EVERY) {
+                depth_reported = Some(Instant::now());
+                report_depth(conn).await?;
             }
             while in_flight.len() < depth {
                 let rows = self.next_rows(conn, &in_flight).await?;
@@ -292,8 +284,7 @@ impl Relay {
         sqlx::query_as::<_, PendingRow>(
             "select id, event_id, routing_key, envelope::text as payload, traceparent, attempts, created_at
              from scim.outbox
-             where published_at is null and (next_attempt_at is null or next_attempt_at <= now())
-               and id <> all($2)
+             where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
              order by id limit $1",
         )
         // Planned with the ids in hand, so the planner hashes them.
@@ -327,7 +318,7 @@ impl Relay {
         Ok(InFlight { rows, confirms })
     }
 
-    /// Waits for a batch's confirms and records the outcome: confirmed rows published, the
+    /// Waits for a batch's confirms and records the outcome: confirmed rows deleted, the
     /// others scheduled for another attempt with the broker's reason.
     async fn record(&self, conn: &mut PgConnection, batch: InFlight) -> Result<(), RelayError> {
         let timeout = Duration::from_millis(self.options.confirm_timeout_ms);
@@ -354,10 +345,7 @@ impl Relay {
                 }
             }
         }
-        sqlx::query("update scim.outbox set published_at = now(), updated_at = now() where id = any($1)")
-            .bind(&published)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("delete from scim.outbox where id = any($1)").bind(&published).execute(&mut *conn).await?;
         for (id, reason, attempts) in &failed {
             // Capped exponential backoff: 1 s, 2 s, 4 s … 5 min.
             let delay_secs = 2f64.powi((*attempts).min(8)).min(300.0);
@@ -382,25 +370,13 @@ impl Relay {
         metrics::counter!("relay_publish_failures_total").increment(failed.len() as u64);
         Ok(())
     }
+}
 
-    /// Deletes old published rows, oldest first (the order makes it walk the `published_at`
-    /// index rather than scan the table for rows that may not exist), and reports the outbox
-    /// depth.
-    async fn cleanup(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        sqlx::query(
-            "delete from scim.outbox where id in (
-                 select id from scim.outbox where published_at < now() - make_interval(hours => $1)
-                 order by published_at limit 10000)",
-        )
-        .bind(self.options.retention_hours as i32)
-        .execute(&mut *conn)
-        .await?;
-        let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
-            .fetch_one(&mut *conn)
-            .await?;
-        metrics::gauge!("outbox_pending").set(pending as f64);
-        Ok(())
-    }
+/// Reports how many rows the outbox holds (all of them still to be published).
+async fn report_depth(conn: &mut PgConnection) -> sqlx::Result<()> {
+    let pending: i64 = sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&mut *conn).await?;
+    metrics::gauge!("outbox_pending").set(pending as f64);
+    Ok(())
 }
 
 /// Delays between reconnection attempts.

@@ -28,8 +28,9 @@ pub async fn postgres(pool: &PgPool, connections: usize, seconds: u64) -> anyhow
          create unique index if not exists resources_user_name on baseline.resources (tenant_id, lower(user_name));
          create table if not exists baseline.outbox (id bigserial primary key, event_id uuid not null unique,
              tenant_id uuid not null, routing_key text not null, entity_id text not null, version bigint not null,
-             envelope jsonb not null, published_at timestamptz, created_at timestamptz not null default now());
-         create index if not exists outbox_pending on baseline.outbox (id) where published_at is null;",
+             envelope jsonb not null, traceparent text, attempts integer not null default 0,
+             next_attempt_at timestamptz, last_error text, created_at timestamptz not null default now(),
+             updated_at timestamptz not null default now());",
     )
     .execute(pool)
     .await?;

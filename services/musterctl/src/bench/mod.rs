@@ -460,7 +460,7 @@ async fn completion(pool: &sqlx::PgPool, tenant: Uuid, timeout: Duration) -> any
 
 async fn settled(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<bool> {
     let cheap: bool = sqlx::query_scalar(
-        "select not exists(select 1 from scim.outbox where published_at is null)
+        "select not exists(select 1 from scim.outbox)
             and not exists(select 1 from scim.users u
                            where u.tenant_id = $1
                              and not exists(select 1 from worker.processed_versions p

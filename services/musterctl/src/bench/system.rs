@@ -183,10 +183,8 @@ pub fn sample_depths(
                     }
                 }
             }
-            let outbox: Option<i64> = sqlx::query_scalar("select count(*) from scim.outbox where published_at is null")
-                .fetch_one(&pool)
-                .await
-                .ok();
+            let outbox: Option<i64> =
+                sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&pool).await.ok();
             if let (Some(outbox), Ok(mut d)) = (outbox, depths.lock()) {
                 d.deepest_outbox = d.deepest_outbox.max(outbox);
                 d.waiting_now = Some(waiting + u64::try_from(outbox).unwrap_or(0));
