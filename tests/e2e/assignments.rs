@@ -60,7 +60,7 @@ async fn groups_and_assignments_in_order_give_each_member_settings_and_seats_wit
         "workspaces": [{"key": "deals", "name": "Deals", "profiles": [{"key": "rep", "name": "Rep"},
                                                                       {"key": "lead", "name": "Lead"}]}]
     });
-    assert_eq!(sys.admin_send(Method::PUT, "/catalog", catalog).await.0, 200);
+    assert_eq!(sys.admin_send(Method::PUT, "/catalog", catalog.clone()).await.0, 200);
     let (ann, bob, cy, dee, eve) = (
         user(&scim, "ann").await,
         user(&scim, "bob").await,
@@ -169,6 +169,32 @@ async fn groups_and_assignments_in_order_give_each_member_settings_and_seats_wit
     let b = assignment_of(&sys, &bob, "Sales again", named("Sales")).await;
     assert_eq!(b["waiting_for_seats"], json!([{"seat": "recorder", "place_in_line": 1}]));
     assert_eq!(b["settings"]["capture"]["web_conferences"], false);
+
+    // One seat fewer: the last granted in line (cy) waits again, ahead of bob; then enough
+    // seats for the whole line.
+    let with_capacity = |n: i64| {
+        let mut c = catalog.clone();
+        c["seat_types"][0]["capacity"] = json!(n);
+        c
+    };
+    assert_eq!(sys.admin_send(Method::PUT, "/catalog", with_capacity(1)).await.0, 200);
+    let c = assignment_of(&sys, &cy, "waiting after the reduction", |a| a["settings"]["seats"] == json!([])).await;
+    assert_eq!(c["history"][0]["cause"], "the 'recorder' seats were reduced");
+    assert_eq!(c["waiting_for_seats"], json!([{"seat": "recorder", "place_in_line": 1}]));
+    assert_eq!(c["settings"]["capture"]["web_conferences"], false);
+    let b = sys.admin_get(&format!("/members/{bob}")).await["assignment"].clone();
+    assert_eq!(b["waiting_for_seats"], json!([{"seat": "recorder", "place_in_line": 2}]));
+    assert_eq!(sys.admin_get(&format!("/members/{ann}")).await["assignment"]["settings"]["seats"], json!(["recorder"]));
+    assert_eq!(sys.admin_send(Method::PUT, "/catalog", with_capacity(3)).await.0, 200);
+    for m in [&cy, &bob] {
+        let a = assignment_of(&sys, m, "granted", |a| a["settings"]["seats"] == json!(["recorder"])).await;
+        assert_eq!(a["history"][0]["cause"], "a 'recorder' seat became available");
+    }
+    let used: i64 = sqlx::query_scalar("select count(*) from assignments.seat_requests where granted")
+        .fetch_one(&sys.app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(used, 3);
     sys.stop().await;
 }
 

