@@ -180,17 +180,21 @@ impl Trigger {
     ) -> sqlx::Result<()> {
         let members: Vec<Uuid> = candidates.iter().map(|(i, _)| placements[*i].member).collect();
         let managers: Vec<Uuid> = candidates.iter().map(|(_, m)| *m).collect();
+        // Key probes per placement, fenced (`offset 0`) so that no estimate of the company's
+        // size turns them into a scan of its members (1.6–1.8 s per batch at 100,000 members).
         let facts: Vec<Facts> = sqlx::query_as(
             "select coalesce((select notify_managers_on_import from tenancy.tenant_settings where tenant_id = $1), false)
                         as notify,
                     m.status as member_status, m.imported_at,
                     mg.status as manager_status, mg.profile->>'timezone' as manager_timezone,
                     mg.profile->>'locale' as manager_locale,
-                    exists(select 1 from notifications.items i where i.tenant_id = $1 and i.member_id = p.member)
-                        as announced
+                    exists(select 1 from notifications.items i where i.tenant_id = $1 and i.member_id = p.member
+                           offset 0) as announced
              from unnest($2::uuid[], $3::uuid[]) with ordinality as p(member, manager, n)
-             left join members.members m on m.tenant_id = $1 and m.scim_user_id = p.member
-             left join members.members mg on mg.tenant_id = $1 and mg.scim_user_id = p.manager
+             left join lateral (select status, imported_at from members.members
+                                where tenant_id = $1 and scim_user_id = p.member offset 0) m on true
+             left join lateral (select status, profile from members.members
+                                where tenant_id = $1 and scim_user_id = p.manager offset 0) mg on true
              order by p.n",
         )
         .bind(tenant)
