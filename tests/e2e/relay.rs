@@ -244,3 +244,25 @@ async fn when_the_leading_replica_stops_a_standby_takes_over() {
     assert!(probe.next(Duration::from_millis(500)).await.is_none(), "no duplicates");
     probe.teardown(&names).await;
 }
+
+#[tokio::test]
+async fn an_event_only_for_integrations_is_published_even_when_nobody_binds_it() {
+    let (app, amqp, names, mut probe) = with_probe("scim.user.*").await;
+    // No worker consumes `member.assignment_applied`, and nothing here binds it.
+    sqlx::query(
+        "insert into scim.outbox (event_id, tenant_id, routing_key, entity_id, version, envelope)
+         values (gen_random_uuid(), $1, 'member.assignment_applied', $2, 1, $3)",
+    )
+    .bind(app.tenant.id)
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(json!({"kind": "member.assignment_applied", "tenant_id": app.tenant.id, "version": 1}))
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    start_relay(&app, &amqp);
+    let user = app.scim().create_user("after@contoso.com").await;
+    assert_eq!(probe.next(WAIT).await.expect("the later event").body["entity_id"], user.as_str());
+    // Published and gone, not kept for another attempt as an unroutable worker event would be.
+    until_nothing_pending(&app, "the integration event published").await;
+    probe.teardown(&names).await;
+}

@@ -81,7 +81,7 @@ impl Outcome {
 impl Handler for Trigger {
     async fn handle(&self, event: &EventEnvelope) -> Result<(), ProcessError> {
         if event.kind != EventKind::MemberPlaced {
-            // `member.assignment_applied` is bound here only so that it is routable.
+            // Nothing else is bound here; a message replayed into this queue by hand is let go.
             return Ok(());
         }
         let member: Uuid = event

@@ -5,8 +5,8 @@
 //!   `batches_in_flight`) and the confirmed one is recorded, so neither the database nor the
 //!   broker waits for the other.
 //! - A row is deleted only after its confirm: the outbox holds what is still to be published.
-//!   A message the broker returns as unroutable (`mandatory`), or nacks, stays and is retried
-//!   with backoff.
+//!   A message the broker returns as unroutable (`mandatory`, for every event a worker
+//!   consumes), or nacks, stays and is retried with backoff.
 //! - Several replicas are safe: one leads at a time, holding a session advisory lock on a
 //!   connection of its own that also does all of its reads and writes; the others wait on
 //!   standby and take over within a second when the leader's connection ends. Outbox order
@@ -302,8 +302,10 @@ impl Relay {
         for row in &rows {
             let properties =
                 muster_infra::amqp::event_properties(&row.event_id.to_string(), row.traceparent.as_deref());
-            // mandatory: a message no queue is bound for comes back instead of vanishing.
-            let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+            // mandatory: an event a worker consumes comes back when no queue is bound for it,
+            // instead of vanishing; an event only for integrations may go nowhere.
+            let mandatory = muster_contracts::topology::consumed_inside(&row.routing_key);
+            let options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
             let confirm = channel
                 .basic_publish(
                     exchange.as_str().into(),

@@ -31,14 +31,35 @@ pub const ASSIGNMENTS: WorkerQueue = WorkerQueue {
     ],
 };
 /// The notifier: new members placed under a manager become e-mails to that manager (whether
-/// the team is recorded is read when the e-mail is due, so `member.assignment_applied` is only
-/// acknowledged; the binding keeps every event kind routable).
-pub const NOTIFIER: WorkerQueue =
-    WorkerQueue { name: "notifier", bindings: &["member.placed", "member.assignment_applied"] };
+/// the team is recorded is read when the e-mail is due, so it needs no assignment event).
+pub const NOTIFIER: WorkerQueue = WorkerQueue { name: "notifier", bindings: &["member.placed"] };
 
 /// Every worker queue of the system, declared by `musterctl up` and by the relay so that no
 /// event published before a worker first starts is unroutable.
 pub const WORKER_QUEUES: [WorkerQueue; 4] = [NORMALIZER, HIERARCHY, ASSIGNMENTS, NOTIFIER];
+
+/// Whether a worker of Muster consumes events published with `routing_key`. The relay
+/// publishes those as `mandatory`, so that one no queue takes (a queue deleted by hand, a
+/// worker's binding lost) comes back and is retried rather than lost. The others
+/// (`member.assignment_applied`) are for integrations: published to the exchange for whoever
+/// binds them, and dropped by the broker when nobody does — no queue of Muster's holds them.
+pub fn consumed_inside(routing_key: &str) -> bool {
+    WORKER_QUEUES.iter().any(|q| q.bindings.iter().any(|b| topic_matches(b, routing_key)))
+}
+
+/// AMQP topic matching: `*` is one word, `#` zero or more.
+fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    go(&pattern.split('.').collect::<Vec<_>>(), &key.split('.').collect::<Vec<_>>())
+}
 
 /// Names under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,30 +111,18 @@ impl Names {
 mod tests {
     use super::*;
 
-    /// AMQP topic matching: `*` is one word, `#` zero or more.
-    fn matches(pattern: &str, key: &str) -> bool {
-        fn go(p: &[&str], k: &[&str]) -> bool {
-            match (p.first(), k.first()) {
-                (None, None) => true,
-                (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
-                (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
-                (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
-                _ => false,
-            }
-        }
-        go(&pattern.split('.').collect::<Vec<_>>(), &key.split('.').collect::<Vec<_>>())
-    }
-
     #[test]
-    fn every_event_kind_reaches_some_worker_queue() {
-        // The relay publishes with `mandatory`: an event no queue binds would be retried forever.
+    fn every_event_kind_but_the_integration_one_reaches_a_worker_queue() {
         for kind in crate::EventKind::ALL {
             let key = kind.routing_key();
-            let bound = WORKER_QUEUES.iter().any(|q| q.bindings.iter().any(|b| matches(b, key)));
-            assert!(bound, "no worker queue binds {key}");
+            let outward = kind == crate::EventKind::MemberAssignmentApplied;
+            assert_eq!(consumed_inside(key), !outward, "{key}");
         }
-        assert!(matches("scim.user.*", "scim.user.upserted") && !matches("scim.user.*", "scim.group.upserted"));
-        assert!(matches("member.#", "member.placed") && matches("#", "a.b"));
+        assert!(
+            topic_matches("scim.user.*", "scim.user.upserted") && !topic_matches("scim.user.*", "scim.group.upserted")
+        );
+        assert!(topic_matches("member.#", "member.placed") && topic_matches("#", "a.b"));
+        assert!(!topic_matches("scim.*", "scim.user.upserted") && topic_matches("scim.#", "scim"));
     }
 
     #[test]
