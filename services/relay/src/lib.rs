@@ -350,7 +350,7 @@ impl Relay {
         // Not a prepared statement: the leader's connection lives for hours, and a plan cached
         // while the outbox looked empty (a new database, statistics not yet gathered) is a
         // sequential scan that tests each row against all 500 ids — 0.5–1.8 s per batch once the
-        // outbox holds 100,000 rows, which made the relay fall behind for good in runs H and O.
+        // outbox holds 100,000 rows: the relay fell behind for good (docs/performance.md).
         sqlx::query("delete from scim.outbox where id = any($1)")
             .persistent(false)
             .bind(&published)
