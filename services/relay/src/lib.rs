@@ -15,8 +15,7 @@
 //!   and resumes where the outbox stands. A crash between publish and record republishes what
 //!   was in flight: delivery is at least once, and consumers deduplicate by entity version.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -25,7 +24,7 @@ use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Connection};
 use lapin::{Confirmation, PublisherConfirm};
-use muster_contracts::{EventKind, Names};
+use muster_contracts::Names;
 use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
 use muster_infra::http::{BrokerHealth, Readiness};
 use serde::Deserialize;
@@ -133,27 +132,13 @@ pub struct Relay {
     names: Names,
     options: RelayOptions,
     health: BrokerHealth,
-    /// Whether a worker consumes each event kind, by routing key: worked out once, not per
-    /// message (topic matching against every binding).
-    consumed_inside: Arc<HashMap<&'static str, bool>>,
 }
 
 impl Relay {
     /// A relay publishing `pool`'s outbox to the broker of `amqp`.
     pub fn new(pool: PgPool, amqp: AmqpSettings, options: RelayOptions) -> Relay {
         let names = Names::new(amqp.prefix.clone());
-        let consumed_inside = EventKind::ALL
-            .iter()
-            .map(|k| (k.routing_key(), muster_contracts::topology::consumed_inside(k.routing_key())))
-            .collect();
-        Relay {
-            pool,
-            amqp,
-            names,
-            options,
-            health: BrokerHealth::default(),
-            consumed_inside: Arc::new(consumed_inside),
-        }
+        Relay { pool, amqp, names, options, health: BrokerHealth::default() }
     }
 
     /// Its broker connection state, for `/readyz`.
@@ -319,11 +304,7 @@ impl Relay {
                 muster_infra::amqp::event_properties(&row.event_id.to_string(), row.traceparent.as_deref());
             // mandatory: an event a worker consumes comes back when no queue is bound for it,
             // instead of vanishing; an event only for integrations may go nowhere.
-            let mandatory = self
-                .consumed_inside
-                .get(row.routing_key.as_str())
-                .copied()
-                .unwrap_or_else(|| muster_contracts::topology::consumed_inside(&row.routing_key));
+            let mandatory = muster_contracts::topology::consumed_inside(&row.routing_key);
             let options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
             let confirm = channel
                 .basic_publish(

@@ -47,18 +47,36 @@ pub fn consumed_inside(routing_key: &str) -> bool {
     WORKER_QUEUES.iter().any(|q| q.bindings.iter().any(|b| topic_matches(b, routing_key)))
 }
 
-/// AMQP topic matching: `*` is one word, `#` zero or more.
+/// AMQP topic matching: `*` is one word, `#` zero or more. Walks the words in place (the relay
+/// asks this for every message it publishes).
 fn topic_matches(pattern: &str, key: &str) -> bool {
-    fn go(p: &[&str], k: &[&str]) -> bool {
-        match (p.first(), k.first()) {
-            (None, None) => true,
-            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
-            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
-            _ => false,
+    fn go(mut p: std::str::Split<'_, char>, mut k: std::str::Split<'_, char>) -> bool {
+        loop {
+            match p.next() {
+                None => return k.next().is_none(),
+                // The rest of the pattern against every remainder of the key, the empty one too.
+                Some("#") => loop {
+                    if go(p.clone(), k.clone()) {
+                        return true;
+                    }
+                    if k.next().is_none() {
+                        return false;
+                    }
+                },
+                Some("*") => {
+                    if k.next().is_none() {
+                        return false;
+                    }
+                }
+                Some(word) => {
+                    if k.next() != Some(word) {
+                        return false;
+                    }
+                }
+            }
         }
     }
-    go(&pattern.split('.').collect::<Vec<_>>(), &key.split('.').collect::<Vec<_>>())
+    go(pattern.split('.'), key.split('.'))
 }
 
 /// Names under one prefix.
@@ -123,6 +141,10 @@ mod tests {
         );
         assert!(topic_matches("member.#", "member.placed") && topic_matches("#", "a.b"));
         assert!(!topic_matches("scim.*", "scim.user.upserted") && topic_matches("scim.#", "scim"));
+        assert!(topic_matches("a.#.z", "a.z") && topic_matches("a.#.z", "a.b.c.z") && !topic_matches("a.#.z", "a.b"));
+        assert!(
+            !topic_matches("member.placed", "member.placed.x") && !topic_matches("member.placed.x", "member.placed")
+        );
     }
 
     #[test]
