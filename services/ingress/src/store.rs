@@ -236,7 +236,14 @@ pub async fn list(
             table(rt.kind)
         ));
         condition(&mut qb)?;
-        qb.push(" order by r.created_at, r.id offset ").push_bind(offset).push(" limit ").push_bind(limit);
+        qb.push(" order by r.created_at, r.id");
+        // No `offset $n` on a first page (every lookup of Entra's): with an offset it does not
+        // know, PostgreSQL costs a generic plan above the custom ones and so plans the statement
+        // anew on every execution — half of its CPU for a lookup, measured.
+        if offset > 0 {
+            qb.push(" offset ").push_bind(offset);
+        }
+        qb.push(" limit ").push_bind(limit);
         let rows = qb.build().fetch_all(&mut *conn).await?;
         if let Some(first) = rows.first() {
             use sqlx::Row;
