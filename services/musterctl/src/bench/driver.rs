@@ -104,10 +104,23 @@ pub struct Client {
     pace: Pace,
 }
 
-/// A response: status and JSON body (`Null` if none).
+/// A response: status and body. The body is parsed only by the callers that read it: the
+/// generator shares the cores with the system it measures, so it does no work it need not.
 pub struct Answer {
     pub status: u16,
-    pub body: Value,
+    body: bytes::Bytes,
+}
+
+impl Answer {
+    /// The body as JSON (`Null` if none or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The `id` of the resource in the body, if any.
+    pub fn id(&self) -> Option<String> {
+        self.json()["id"].as_str().map(str::to_string)
+    }
 }
 
 impl Client {
@@ -132,10 +145,9 @@ impl Client {
         let answer = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let bytes = response.bytes().await.unwrap_or_default();
-                Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+                Answer { status, body: response.bytes().await.unwrap_or_default() }
             }
-            Err(_) => Answer { status: 0, body: Value::Null },
+            Err(_) => Answer { status: 0, body: bytes::Bytes::new() },
         };
         self.stats.record(kind, started, answer.status);
         answer

@@ -154,7 +154,7 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     let stop_sampling = CancellationToken::new();
     let depths = system::sample_depths(pool.clone(), bench_amqp.clone(), stop_sampling.clone());
 
-    let outcome = drive(&company, &scim, &admin, &args, &progress).await;
+    let outcome = send_checked(drive(&company, &scim, &admin, &args, &progress)).await;
     let (ids, phases, last_write) = match outcome {
         Ok(done) => done,
         Err(err) => {
@@ -186,7 +186,7 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
             args.lookup_connections,
             resting_since.elapsed().as_secs_f64()
         ));
-        lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed).await;
+        send_checked(lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed)).await;
     }
     let final_counts = final_counts(&pool, tenant.id).await.unwrap_or(Value::Null);
     stop_sampling.cancel();
@@ -240,6 +240,15 @@ async fn drop_database(database: &DatabaseSettings, name: &str) {
     }
 }
 
+/// `future`, boxed as `Send`: the compiler cannot prove on its own that the streams of
+/// borrowing closures in `drive` and `lookups` are `Send` for every lifetime, which `musterctl`
+/// needs to run the bench on a worker thread.
+fn send_checked<'a, T>(
+    future: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
+}
+
 /// `/Users?filter=userName eq "…"`, encoded.
 fn by_user_name(user_name: &str) -> String {
     let filter = format!("userName eq \"{user_name}\"");
@@ -273,13 +282,13 @@ async fn drive(
     scim: &Client,
     admin: &Client,
     args: &BenchArgs,
-    progress: &dyn Fn(&str),
+    progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<(Ids, Phases, Instant)> {
     let c = args.connections;
     let mut phases = Vec::new();
     let answer = admin.send("PUT /catalog (admin)", Method::PUT, "/catalog", Some(&Company::catalog())).await;
     if answer.status != 200 {
-        bail!("the admin API refused the catalog: {} {}", answer.status, answer.body);
+        bail!("the admin API refused the catalog: {} {}", answer.status, answer.json());
     }
 
     progress(&format!("{} users: GET ?filter=userName eq … then POST, {c} connections", company.users.len()));
@@ -289,7 +298,7 @@ async fn drive(
             let user = &company.users[i];
             scim.send("GET /Users?filter", Method::GET, &by_user_name(&user.user_name), None).await;
             let answer = scim.send("POST /Users", Method::POST, "/Users", Some(&user.body)).await;
-            (i, answer.body["id"].as_str().map(str::to_string))
+            (i, answer.id())
         })
         .buffer_unordered(c)
         .collect()
@@ -322,13 +331,12 @@ async fn drive(
 
     progress(&format!("{} groups, created empty", company.groups.len()));
     let started = Instant::now();
-    let groups: Vec<Option<String>> = futures_util::stream::iter(company.groups.iter())
-        .map(|(name, _)| async move {
+    let groups: Vec<Option<String>> = futures_util::stream::iter(0..company.groups.len())
+        .map(|g| async move {
+            let name = &company.groups[g].0;
             let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
                               "externalId": format!("grp-{name}")});
-            scim.send("POST /Groups", Method::POST, "/Groups", Some(&body)).await.body["id"]
-                .as_str()
-                .map(str::to_string)
+            scim.send("POST /Groups", Method::POST, "/Groups", Some(&body)).await.id()
         })
         .buffered(c)
         .collect()
@@ -337,7 +345,7 @@ async fn drive(
     for assignment in Company::assignments(&groups) {
         let answer = admin.send("POST /assignments (admin)", Method::POST, "/assignments", Some(&assignment)).await;
         if answer.status != 201 {
-            bail!("the admin API refused an assignment: {} {}", answer.status, answer.body);
+            bail!("the admin API refused an assignment: {} {}", answer.status, answer.json());
         }
     }
     phases.push(("groups", started.elapsed()));
