@@ -81,13 +81,7 @@ struct CtlSettings {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    // On a worker thread rather than in the main thread's `block_on`: there every wake-up
-    // between a command and the tasks it drives (HTTP connections, the broker's) crosses
-    // threads; `bench` measured this as a third of its load generator's CPU.
-    let outcome =
-        tokio::spawn(run(cli)).await.unwrap_or_else(|err| Err(anyhow::anyhow!("the command panicked: {err}")));
-    match outcome {
+    match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

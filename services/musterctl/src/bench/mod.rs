@@ -154,7 +154,7 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     let stop_sampling = CancellationToken::new();
     let depths = system::sample_depths(pool.clone(), bench_amqp.clone(), stop_sampling.clone());
 
-    let outcome = send_checked(drive(&company, &scim, &admin, &args, &progress)).await;
+    let outcome = drive(&company, &scim, &admin, &args, &progress).await;
     let (ids, phases, last_write) = match outcome {
         Ok(done) => done,
         Err(err) => {
@@ -186,7 +186,7 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
             args.lookup_connections,
             resting_since.elapsed().as_secs_f64()
         ));
-        send_checked(lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed)).await;
+        lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed).await;
     }
     let final_counts = final_counts(&pool, tenant.id).await.unwrap_or(Value::Null);
     stop_sampling.cancel();
@@ -240,15 +240,6 @@ async fn drop_database(database: &DatabaseSettings, name: &str) {
     }
 }
 
-/// `future`, boxed as `Send`: the compiler cannot prove on its own that the streams of
-/// borrowing closures in `drive` and `lookups` are `Send` for every lifetime, which `musterctl`
-/// needs to run the bench on a worker thread.
-fn send_checked<'a, T>(
-    future: impl std::future::Future<Output = T> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
-    Box::pin(future)
-}
-
 /// `/Users?filter=userName eq "…"`, encoded.
 fn by_user_name(user_name: &str) -> String {
     let filter = format!("userName eq \"{user_name}\"");
@@ -282,7 +273,7 @@ async fn drive(
     scim: &Client,
     admin: &Client,
     args: &BenchArgs,
-    progress: &(dyn Fn(&str) + Sync),
+    progress: &dyn Fn(&str),
 ) -> anyhow::Result<(Ids, Phases, Instant)> {
     let c = args.connections;
     let mut phases = Vec::new();
@@ -331,9 +322,8 @@ async fn drive(
 
     progress(&format!("{} groups, created empty", company.groups.len()));
     let started = Instant::now();
-    let groups: Vec<Option<String>> = futures_util::stream::iter(0..company.groups.len())
-        .map(|g| async move {
-            let name = &company.groups[g].0;
+    let groups: Vec<Option<String>> = futures_util::stream::iter(company.groups.iter())
+        .map(|(name, _)| async move {
             let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": name,
                               "externalId": format!("grp-{name}")});
             scim.send("POST /Groups", Method::POST, "/Groups", Some(&body)).await.id()
