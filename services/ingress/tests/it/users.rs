@@ -177,3 +177,40 @@ async fn pagination_is_clamped_and_counts_the_total() {
     let first = &projected.body["Resources"][0];
     assert!(first.get("emails").is_none() && first.get("name").is_none() && first.get("userName").is_some());
 }
+
+/// Entra looks every user up before creating it, so that statement must be planned once per
+/// connection, not on every execution: with an `offset $n` PostgreSQL costed its generic plan
+/// above the custom ones and planned each lookup anew (half of its CPU per lookup).
+#[tokio::test]
+async fn a_lookup_by_user_name_keeps_one_generic_plan_instead_of_being_planned_each_time() {
+    let app = TestApp::spawn().await;
+    app.scim().create_user("ann@contoso.com").await;
+    let filter = muster_scim::filter::Filter::parse("userName eq \"ANN@contoso.com\"").unwrap();
+    let mut conn = app.db.pool.acquire().await.unwrap();
+    for _ in 0..8 {
+        let (rows, total) = muster_ingress::store::list(
+            &mut conn,
+            muster_scim::schema::user_type(),
+            app.tenant.id,
+            Some(&filter),
+            0,
+            100,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!((rows.len(), total), (1, 1));
+    }
+    let plans: Vec<(i64, i64, String)> = sqlx::query_as(
+        "select generic_plans, custom_plans, statement from pg_prepared_statements where statement like 'select r.id, r.resource%from scim.users r%user_name%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(plans.len(), 1, "one prepared lookup statement: {plans:?}");
+    let (generic, custom, _) = plans[0];
+    assert!(
+        generic >= 3 && custom <= 5,
+        "generic plans {generic}, custom plans {custom}: the lookup is planned anew each time"
+    );
+}
