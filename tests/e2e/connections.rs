@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use muster_infra::config::DatabaseSettings;
-use muster_infra::db::PING_AFTER_IDLE;
+use muster_infra::db::{PING_AFTER_IDLE, WarmPool};
 use muster_testkit::proxy::TcpProxy;
 use muster_testkit::{TestApp, eventually};
 
@@ -44,4 +44,100 @@ async fn a_connection_the_database_dropped_while_idle_is_replaced_before_use() {
     tokio::time::sleep(PING_AFTER_IDLE + std::time::Duration::from_millis(200)).await;
     let two: i32 = sqlx::query_scalar("select 2").fetch_one(&pool).await.expect("a fresh connection, not an error");
     assert_eq!(two, 2);
+}
+
+/// What a connection's backend is, to tell connections apart.
+async fn backend(conn: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("select pg_backend_pid()").fetch_one(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_released_connection_goes_to_the_next_request_without_passing_through_the_pool() {
+    let app = TestApp::spawn().await;
+    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
+    let warm = WarmPool::new(pool.clone(), 2);
+    let mut first = warm.acquire().await.unwrap();
+    let pid = backend(&mut first).await;
+    first.release();
+    assert_eq!(warm.parked(), 1);
+    assert_eq!(pool.num_idle(), 0, "still checked out: the pool neither saw nor pinged it");
+    let mut next = warm.acquire().await.unwrap();
+    assert_eq!(backend(&mut next).await, pid, "the same connection, straight from the last request");
+    assert_eq!(warm.parked(), 0);
+
+    // At most `keep` wait; the others go back to the pool.
+    let (mut a, mut b) = (warm.acquire().await.unwrap(), warm.acquire().await.unwrap());
+    let _ = (backend(&mut a).await, backend(&mut b).await);
+    for conn in [next, a, b] {
+        conn.release();
+    }
+    assert_eq!(warm.parked(), 2);
+    eventually(std::time::Duration::from_secs(5), "the third back in the pool", || async {
+        (pool.num_idle() == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_left_in_a_transaction_is_not_handed_on_and_its_locks_are_let_go() {
+    let app = TestApp::spawn().await;
+    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
+    let warm = WarmPool::new(pool.clone(), 2);
+    let mut conn = warm.acquire().await.unwrap();
+    {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        sqlx::query("select id from tenancy.tenants where id = $1 for update")
+            .bind(app.tenant.id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // A handler failed here: the transaction is dropped, its rollback only queued.
+    }
+    conn.release();
+    assert_eq!(warm.parked(), 0, "a connection with a rollback still to send is not kept warm");
+    let mut other = app.db.pool.acquire().await.unwrap();
+    sqlx::query("set lock_timeout = '3s'").execute(&mut *other).await.unwrap();
+    sqlx::query("select id from tenancy.tenants where id = $1 for update")
+        .bind(app.tenant.id)
+        .execute(&mut *other)
+        .await
+        .expect("the dropped transaction's row lock is gone");
+}
+
+#[tokio::test]
+async fn a_warm_connection_the_database_dropped_while_it_waited_is_not_used() {
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse::<SocketAddr>().unwrap()).await.unwrap();
+    let settings = DatabaseSettings {
+        url: format!("postgres://postgres@{}/postgres?sslmode=disable", proxy.addr).into(),
+        max_connections: 2,
+        acquire_timeout_ms: 5_000,
+    };
+    let warm = WarmPool::new(muster_infra::db::pool(&settings).unwrap(), 1);
+    let mut conn = warm.acquire().await.unwrap();
+    backend(&mut conn).await;
+    conn.release();
+    assert_eq!(warm.parked(), 1);
+    proxy.cut();
+    proxy.restore();
+    tokio::time::sleep(PING_AFTER_IDLE + std::time::Duration::from_millis(200)).await;
+    let mut conn = warm.acquire().await.unwrap();
+    let two: i32 = sqlx::query_scalar("select 2").fetch_one(&mut *conn).await.expect("a live connection, not an error");
+    assert_eq!(two, 2);
+}
+
+#[tokio::test]
+async fn a_quiet_warm_pool_gives_its_connections_back_to_the_pool() {
+    let app = TestApp::spawn().await;
+    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
+    let warm = WarmPool::new(pool.clone(), 2);
+    let mut conn = warm.acquire().await.unwrap();
+    backend(&mut conn).await;
+    conn.release();
+    assert_eq!((warm.parked(), pool.num_idle()), (1, 0));
+    // No request comes: within two sweeps the connection is the pool's again, for the other
+    // services that share it.
+    eventually(PING_AFTER_IDLE * 4, "the connection back in the pool", || async {
+        (warm.parked() == 0 && pool.num_idle() == 1).then_some(())
+    })
+    .await;
 }

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Router, middleware};
 use muster_infra::config::{DatabaseSettings, HttpSettings, TelemetrySettings};
+use muster_infra::db::WarmPool;
 use muster_infra::http::{Readiness, ops_routes, track_metrics};
 use muster_infra::token_cache::TokenCache;
 use muster_scim::ScimError;
@@ -81,6 +82,9 @@ pub struct Settings {
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// The same pool, with connections handed from request to request without sqlx's ping:
+    /// what every SCIM handler uses.
+    pub db: WarmPool,
     pub scim: Arc<ScimSettings>,
     pub limiter: Arc<RateLimiter>,
     /// SCIM tokens already checked: the company and whether it accepts provisioning.
@@ -89,8 +93,11 @@ pub struct AppState {
 
 /// The whole HTTP surface: `/scim/v2/…` plus `/healthz`, `/readyz`, `/metrics`.
 pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
+    // Half the pool at most waits warm; the rest stays for readiness and token checks.
+    let keep = (pool.options().get_max_connections() / 2).max(1) as usize;
     let state = AppState {
         pool: pool.clone(),
+        db: WarmPool::new(pool.clone(), keep),
         limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
         tokens: TokenCache::new(&pool),
         scim: Arc::new(scim),

@@ -1,11 +1,14 @@
 //! The PostgreSQL pool and the one migration set of the whole system.
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use crate::config::DatabaseSettings;
 
@@ -62,6 +65,148 @@ pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
             })
         })
         .connect_lazy_with(connect_options(settings)?))
+}
+
+/// How long one connection may go from request to request without passing through the pool,
+/// which retires connections older than its `max_lifetime` only when they come back to it.
+pub const WARM_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// Connections handed from one request to the next without going back to the pool.
+///
+/// sqlx pings every connection that comes back to its pool (a round trip and two wake-ups;
+/// not switchable in sqlx 0.8 or 0.9): for a one-statement request such as Entra's lookup or
+/// create, one round trip of two. A request that succeeded [`WarmConnection::release`]s its
+/// connection here instead, clean (no transaction open, nothing queued to send), and the next
+/// request takes it without that ping. Any other ending — an error, a cancelled request, a
+/// transaction dropped unfinished — drops the connection into the pool as before, where the
+/// ping flushes a queued rollback and finds a broken connection.
+///
+/// At most `keep` connections wait here; the rest of the pool stays for whoever takes from it
+/// directly (readiness, token checks, the other services of `musterctl up`). One that waited
+/// [`PING_AFTER_IDLE`] or longer goes back through the pool (and its ping) rather than being
+/// used unchecked, and a sweep returns such connections to the pool even when no request
+/// comes, so a quiet ingress holds none of it.
+#[derive(Clone)]
+pub struct WarmPool {
+    pool: PgPool,
+    parked: Arc<Parked>,
+}
+
+struct Parked {
+    connections: Mutex<Vec<ParkedConnection>>,
+    keep: usize,
+}
+
+struct ParkedConnection {
+    connection: PoolConnection<Postgres>,
+    since: Instant,
+    warm_since: Instant,
+}
+
+/// A connection lent by a [`WarmPool`]; dropped, it returns to the pool the usual way.
+pub struct WarmConnection {
+    connection: PoolConnection<Postgres>,
+    warm_since: Instant,
+    parked: Arc<Parked>,
+}
+
+impl WarmPool {
+    /// Over `pool`, keeping at most `keep` connections warm between requests. Inside a Tokio
+    /// runtime it also starts the sweep, which ends when the last clone is dropped.
+    pub fn new(pool: PgPool, keep: usize) -> WarmPool {
+        let parked = Arc::new(Parked { connections: Mutex::new(Vec::new()), keep });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&parked)));
+        }
+        WarmPool { pool, parked }
+    }
+
+    /// The pool underneath.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The most recently released connection, or one from the pool.
+    pub async fn acquire(&self) -> sqlx::Result<WarmConnection> {
+        while let Some(parked) = self.parked.pop() {
+            if parked.since.elapsed() < PING_AFTER_IDLE {
+                return Ok(WarmConnection {
+                    connection: parked.connection,
+                    warm_since: parked.warm_since,
+                    parked: self.parked.clone(),
+                });
+            }
+            // Idle long enough for the database to have gone away: through the pool's ping.
+            drop(parked.connection);
+        }
+        let connection = self.pool.acquire().await?;
+        Ok(WarmConnection { connection, warm_since: Instant::now(), parked: self.parked.clone() })
+    }
+
+    /// How many connections wait warm now.
+    pub fn parked(&self) -> usize {
+        self.parked.lock().len()
+    }
+}
+
+/// Every [`PING_AFTER_IDLE`], hands the connections that waited that long back to the pool.
+async fn sweep(parked: std::sync::Weak<Parked>) {
+    let mut tick = tokio::time::interval(PING_AFTER_IDLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(parked) = parked.upgrade() else { return };
+        let stale: Vec<ParkedConnection> = {
+            let mut waiting = parked.lock();
+            // The oldest are at the bottom of the stack.
+            let fresh_from = waiting.iter().position(|c| c.since.elapsed() < PING_AFTER_IDLE).unwrap_or(waiting.len());
+            waiting.drain(..fresh_from).collect()
+        };
+        // Dropped outside the lock: each goes back to the pool through its ping.
+        drop(stale);
+    }
+}
+
+impl Parked {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ParkedConnection>> {
+        // Nothing can be left half-done under this lock: recover it from a panic elsewhere.
+        self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pop(&self) -> Option<ParkedConnection> {
+        self.lock().pop()
+    }
+}
+
+impl WarmConnection {
+    /// The request succeeded: keep the connection warm for the next one if it is clean, has
+    /// not been warm for [`WARM_LIFETIME`], and fewer than `keep` wait; otherwise back to the
+    /// pool.
+    pub fn release(self) {
+        let WarmConnection { connection, warm_since, parked } = self;
+        let clean = !connection.should_flush() && !connection.is_in_transaction();
+        if !clean || warm_since.elapsed() >= WARM_LIFETIME {
+            return;
+        }
+        let mut waiting = parked.lock();
+        if waiting.len() < parked.keep {
+            waiting.push(ParkedConnection { connection, since: Instant::now(), warm_since });
+        }
+    }
+}
+
+impl Deref for WarmConnection {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.connection
+    }
+}
+
+impl DerefMut for WarmConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.connection
+    }
 }
 
 /// Creates the configured database if it does not exist yet, so a fresh PostgreSQL needs no

@@ -16,6 +16,7 @@ use muster_scim::patch::{MemberChange, apply_patch, parse_patch_request};
 use muster_scim::resource::{MemberRef, normalize_resource};
 use muster_scim::schema::{ResourceKind, group_type};
 use serde_json::Value;
+use sqlx::Connection;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -154,7 +155,8 @@ pub async fn create(
     let (doc, members) = normalize_resource(group_type(), &body)?;
     let id = Uuid::now_v7();
     tracing::Span::current().record("group_id", tracing::field::display(id));
-    let mut tx = state.pool.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let mut tx = conn.begin().await?;
     let row = store::insert(&mut tx, KIND, tenant, id, &doc).await?;
     let delta = apply_member_changes(&mut tx, tenant, id, vec![MemberChange::Add(members.unwrap_or_default())]).await?;
     let mut events = vec![event(tenant, EventKind::ScimGroupUpserted, id, row.version, row.updated_at)];
@@ -163,6 +165,7 @@ pub async fn create(
     }
     outbox::append(&mut tx, &events, &current_traceparent()).await?;
     tx.commit().await?;
+    conn.release();
     count_write("create");
     let body = render_one(&state, group_type(), tenant, &row, &base, !delta.is_empty()).await?;
     Ok(resource_response(StatusCode::CREATED, &body, row.version))
@@ -222,12 +225,14 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let gid = parse_id(group_type(), &id)?;
     let ops = parse_patch_request(&body)?;
-    let mut tx = state.pool.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let mut tx = conn.begin().await?;
     let current = store::find(&mut *tx, KIND, tenant, gid, true).await?.ok_or_else(|| not_found(group_type(), &id))?;
     check_if_match(&headers, current.version)?;
     let outcome = apply_patch(group_type(), &current.resource, &ops)?;
     let row = commit_change(&mut tx, tenant, current, outcome.doc, outcome.member_changes, "patch").await?;
     tx.commit().await?;
+    conn.release();
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Ok(v) = axum::http::HeaderValue::from_str(&crate::render::etag(row.version)) {
         response.headers_mut().insert(axum::http::header::ETAG, v);
@@ -245,11 +250,13 @@ async fn write(
     op: &'static str,
 ) -> Result<ResourceRow, ApiError> {
     let gid = parse_id(group_type(), id)?;
-    let mut tx = state.pool.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let mut tx = conn.begin().await?;
     let current = store::find(&mut *tx, KIND, tenant, gid, true).await?.ok_or_else(|| not_found(group_type(), id))?;
     check_if_match(headers, current.version)?;
     let row = commit_change(&mut tx, tenant, current, doc, changes, op).await?;
     tx.commit().await?;
+    conn.release();
     Ok(row)
 }
 
@@ -296,7 +303,8 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let gid = parse_id(group_type(), &id)?;
-    let mut tx = state.pool.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let mut tx = conn.begin().await?;
     let current = store::find(&mut *tx, KIND, tenant, gid, true).await?.ok_or_else(|| not_found(group_type(), &id))?;
     check_if_match(&headers, current.version)?;
     let mut events = membership_removals(&mut tx, tenant, gid).await?;
@@ -309,6 +317,7 @@ pub async fn delete(
     );
     outbox::append(&mut tx, &events, &current_traceparent()).await?;
     tx.commit().await?;
+    conn.release();
     count_write("delete");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -51,18 +51,21 @@ pub async fn load_related(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    Ok(match rt.kind {
-        ResourceKind::Group => store::members_of(&state.pool, tenant, ids)
+    let mut conn = state.db.acquire().await?;
+    let related = match rt.kind {
+        ResourceKind::Group => store::members_of(&mut *conn, tenant, ids)
             .await?
             .into_iter()
             .map(|(id, m)| (id, members_json(base, &m)))
             .collect(),
-        ResourceKind::User => store::groups_of(&state.pool, tenant, ids)
+        ResourceKind::User => store::groups_of(&mut *conn, tenant, ids)
             .await?
             .into_iter()
             .map(|(id, g)| (id, groups_json(base, &g)))
             .collect(),
-    })
+    };
+    conn.release();
+    Ok(related)
 }
 
 /// One resource as SCIM JSON, with its row-kept attribute when `with_related`.
@@ -91,7 +94,10 @@ pub async fn get_resource(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let uuid = parse_id(rt, id)?;
-    let row = store::find(&state.pool, rt.kind, tenant, uuid, false).await?.ok_or_else(|| not_found(rt, id))?;
+    let mut conn = state.db.acquire().await?;
+    let found = store::find(&mut *conn, rt.kind, tenant, uuid, false).await?;
+    conn.release();
+    let row = found.ok_or_else(|| not_found(rt, id))?;
     if none_match(headers, row.version) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
@@ -113,11 +119,11 @@ pub async fn list_resources(
     let params = ListParams::parse(params, &state.scim)?;
     let with_related =
         wants_attribute(rt, params.attributes.as_deref(), params.excluded.as_deref(), related_attribute(rt));
-    let mut conn = state.pool.acquire().await?;
+    let mut conn = state.db.acquire().await?;
     let (rows, total) =
         store::list(&mut conn, rt, tenant, params.filter.as_ref(), params.start_index - 1, params.count, with_related)
             .await?;
-    drop(conn);
+    conn.release();
     // A user's groups came with the list (when asked for); a group's members are read now.
     let mut related: HashMap<Uuid, Value> = match rt.kind {
         ResourceKind::User => rows.iter().filter_map(|r| Some((r.id, groups_json(base, &r.groups()?)))).collect(),

@@ -17,6 +17,7 @@ use muster_scim::patch::{apply_patch, parse_patch_request};
 use muster_scim::resource::normalize_resource;
 use muster_scim::schema::{ResourceKind, user_type};
 use serde_json::Value;
+use sqlx::Connection;
 use uuid::Uuid;
 
 use super::{get_resource, list_resources, not_found, parse_id, render_one};
@@ -46,7 +47,9 @@ pub async fn create(
     tracing::Span::current().record("user_id", tracing::field::display(id));
     let at = Utc::now();
     let events = [event(tenant, EventKind::ScimUserUpserted, id, 1, at)];
-    let row = store::insert_user_with_events(&state.pool, tenant, id, &doc, at, &events).await?;
+    let mut conn = state.db.acquire().await?;
+    let row = store::insert_user_with_events(&mut *conn, tenant, id, &doc, at, &events).await?;
+    conn.release();
     count_write("create");
     Ok(resource_response(StatusCode::CREATED, &render(user_type(), &row, &base, None), row.version))
 }
@@ -117,7 +120,8 @@ async fn write(
     op: &'static str,
 ) -> Result<Response, ApiError> {
     let uid = parse_id(user_type(), id)?;
-    let mut tx = state.pool.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let mut tx = conn.begin().await?;
     let current = store::find(&mut *tx, KIND, tenant, uid, true).await?.ok_or_else(|| not_found(user_type(), id))?;
     check_if_match(headers, current.version)?;
     let doc = change(&current.resource)?;
@@ -131,6 +135,7 @@ async fn write(
         row
     };
     tx.commit().await?;
+    conn.release();
     let body = render_one(state, user_type(), tenant, &row, base, true).await?;
     Ok(resource_response(StatusCode::OK, &body, row.version))
 }
@@ -145,7 +150,8 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let uid = parse_id(user_type(), &id)?;
-    let mut tx = state.pool.begin().await?;
+    let mut conn = state.db.acquire().await?;
+    let mut tx = conn.begin().await?;
     let current = store::find(&mut *tx, KIND, tenant, uid, true).await?.ok_or_else(|| not_found(user_type(), &id))?;
     check_if_match(&headers, current.version)?;
     let mut events = membership_removals(&mut tx, tenant, uid).await?;
@@ -153,6 +159,7 @@ pub async fn delete(
     events.push(event(tenant, EventKind::ScimUserDeleted, uid, current.version + 1, chrono::Utc::now()));
     outbox::append(&mut tx, &events, &current_traceparent()).await?;
     tx.commit().await?;
+    conn.release();
     count_write("delete");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
