@@ -141,3 +141,28 @@ async fn a_quiet_warm_pool_gives_its_connections_back_to_the_pool() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_released_connection_goes_to_a_waiting_request_before_it_is_parked() {
+    let app = TestApp::spawn().await;
+    let mut settings = app.db.settings();
+    settings.max_connections = 1;
+    // Shorter than the sweep would take to give a parked connection back to the pool.
+    settings.acquire_timeout_ms = 1_000;
+    let warm = WarmPool::new(muster_infra::db::pool(&settings).unwrap(), 1);
+    let mut holder = warm.acquire().await.unwrap();
+    let pid = backend(&mut holder).await;
+    // The pool's only connection is out: the next request waits.
+    let waiting = tokio::spawn({
+        let warm = warm.clone();
+        async move {
+            let mut conn = warm.acquire().await?;
+            Ok::<i32, sqlx::Error>(backend(&mut conn).await)
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    holder.release();
+    let handed = waiting.await.unwrap().expect("handed the released connection, not left waiting on the pool");
+    assert_eq!(handed, pid);
+    assert_eq!(warm.parked(), 0, "handed on, not parked");
+}

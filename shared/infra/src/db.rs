@@ -1,5 +1,6 @@
 //! The PostgreSQL pool and the one migration set of the whole system.
 
+use std::collections::VecDeque;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use secrecy::ExposeSecret;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use tokio::sync::oneshot;
 
 use crate::config::DatabaseSettings;
 
@@ -93,9 +95,21 @@ pub struct WarmPool {
 }
 
 struct Parked {
-    connections: Mutex<Vec<ParkedConnection>>,
+    state: Mutex<ParkedState>,
     keep: usize,
 }
+
+#[derive(Default)]
+struct ParkedState {
+    /// A stack: the most recently released on top, the longest idle at the bottom.
+    connections: Vec<ParkedConnection>,
+    /// Requests waiting for a connection, first come first served: a released connection goes
+    /// to them before it is parked, or they would wait on the pool while others skip ahead.
+    waiters: VecDeque<oneshot::Sender<Handed>>,
+}
+
+/// A connection handed on, and since when it has gone from request to request.
+type Handed = (PoolConnection<Postgres>, Instant);
 
 struct ParkedConnection {
     connection: PoolConnection<Postgres>,
@@ -114,7 +128,7 @@ impl WarmPool {
     /// Over `pool`, keeping at most `keep` connections warm between requests. Inside a Tokio
     /// runtime it also starts the sweep, which ends when the last clone is dropped.
     pub fn new(pool: PgPool, keep: usize) -> WarmPool {
-        let parked = Arc::new(Parked { connections: Mutex::new(Vec::new()), keep });
+        let parked = Arc::new(Parked { state: Mutex::new(ParkedState::default()), keep });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep(Arc::downgrade(&parked)));
         }
@@ -126,26 +140,41 @@ impl WarmPool {
         &self.pool
     }
 
-    /// The most recently released connection, or one from the pool.
+    /// The most recently released connection; if none waits, the first one released from now
+    /// or one from the pool, whichever comes first.
     pub async fn acquire(&self) -> sqlx::Result<WarmConnection> {
-        while let Some(parked) = self.parked.pop() {
-            if parked.since.elapsed() < PING_AFTER_IDLE {
-                return Ok(WarmConnection {
-                    connection: parked.connection,
-                    warm_since: parked.warm_since,
-                    parked: self.parked.clone(),
-                });
+        let mut stale = Vec::new();
+        let taken = {
+            let mut state = self.parked.lock();
+            loop {
+                match state.connections.pop() {
+                    Some(parked) if parked.since.elapsed() < PING_AFTER_IDLE => break Ok(parked),
+                    // Idle long enough for the database to have gone away: through the pool's ping.
+                    Some(parked) => stale.push(parked),
+                    None => {
+                        let (offer, offered) = oneshot::channel();
+                        state.waiters.retain(|w| !w.is_closed());
+                        state.waiters.push_back(offer);
+                        break Err(offered);
+                    }
+                }
             }
-            // Idle long enough for the database to have gone away: through the pool's ping.
-            drop(parked.connection);
-        }
-        let connection = self.pool.acquire().await?;
-        Ok(WarmConnection { connection, warm_since: Instant::now(), parked: self.parked.clone() })
+        };
+        drop(stale);
+        let (connection, warm_since) = match taken {
+            Ok(parked) => (parked.connection, parked.warm_since),
+            Err(offered) => tokio::select! {
+                biased;
+                Ok(handed) = offered => handed,
+                acquired = self.pool.acquire() => (acquired?, Instant::now()),
+            },
+        };
+        Ok(WarmConnection { connection, warm_since, parked: self.parked.clone() })
     }
 
     /// How many connections wait warm now.
     pub fn parked(&self) -> usize {
-        self.parked.lock().len()
+        self.parked.lock().connections.len()
     }
 }
 
@@ -157,10 +186,14 @@ async fn sweep(parked: std::sync::Weak<Parked>) {
         tick.tick().await;
         let Some(parked) = parked.upgrade() else { return };
         let stale: Vec<ParkedConnection> = {
-            let mut waiting = parked.lock();
-            // The oldest are at the bottom of the stack.
-            let fresh_from = waiting.iter().position(|c| c.since.elapsed() < PING_AFTER_IDLE).unwrap_or(waiting.len());
-            waiting.drain(..fresh_from).collect()
+            let mut state = parked.lock();
+            // The longest idle are at the bottom of the stack.
+            let fresh_from = state
+                .connections
+                .iter()
+                .position(|c| c.since.elapsed() < PING_AFTER_IDLE)
+                .unwrap_or(state.connections.len());
+            state.connections.drain(..fresh_from).collect()
         };
         // Dropped outside the lock: each goes back to the pool through its ping.
         drop(stale);
@@ -168,29 +201,34 @@ async fn sweep(parked: std::sync::Weak<Parked>) {
 }
 
 impl Parked {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ParkedConnection>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ParkedState> {
         // Nothing can be left half-done under this lock: recover it from a panic elsewhere.
-        self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn pop(&self) -> Option<ParkedConnection> {
-        self.lock().pop()
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl WarmConnection {
-    /// The request succeeded: keep the connection warm for the next one if it is clean, has
-    /// not been warm for [`WARM_LIFETIME`], and fewer than `keep` wait; otherwise back to the
-    /// pool.
+    /// The request succeeded: if the connection is clean and has not been warm for
+    /// [`WARM_LIFETIME`], hand it to the longest-waiting request, or keep it for the next one
+    /// if fewer than `keep` wait; otherwise back to the pool.
     pub fn release(self) {
         let WarmConnection { connection, warm_since, parked } = self;
         let clean = !connection.should_flush() && !connection.is_in_transaction();
         if !clean || warm_since.elapsed() >= WARM_LIFETIME {
             return;
         }
-        let mut waiting = parked.lock();
-        if waiting.len() < parked.keep {
-            waiting.push(ParkedConnection { connection, since: Instant::now(), warm_since });
+        let mut offered = (connection, warm_since);
+        let mut state = parked.lock();
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.send(offered) {
+                Ok(()) => return,
+                // That request got one from the pool meanwhile, or is gone.
+                Err(back) => offered = back,
+            }
+        }
+        if state.connections.len() < parked.keep {
+            let (connection, warm_since) = offered;
+            state.connections.push(ParkedConnection { connection, since: Instant::now(), warm_since });
         }
     }
 }
