@@ -135,11 +135,6 @@ impl WarmPool {
         WarmPool { pool, parked }
     }
 
-    /// The pool underneath.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// The most recently released connection; if none waits, the first one released from now
     /// or one from the pool, whichever comes first.
     pub async fn acquire(&self) -> sqlx::Result<WarmConnection> {
@@ -161,14 +156,15 @@ impl WarmPool {
             }
         };
         drop(stale);
-        let (connection, warm_since) = match taken {
-            Ok(parked) => (parked.connection, parked.warm_since),
+        let (connection, warm_since, from) = match taken {
+            Ok(parked) => (parked.connection, parked.warm_since, "parked"),
             Err(offered) => tokio::select! {
                 biased;
-                Ok(handed) = offered => handed,
-                acquired = self.pool.acquire() => (acquired?, Instant::now()),
+                Ok((connection, warm_since)) = offered => (connection, warm_since, "handed"),
+                acquired = self.pool.acquire() => (acquired?, Instant::now(), "pool"),
             },
         };
+        metrics::counter!("db_connections_lent_total", "from" => from).increment(1);
         Ok(WarmConnection { connection, warm_since, parked: self.parked.clone() })
     }
 

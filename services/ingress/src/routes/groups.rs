@@ -16,8 +16,7 @@ use muster_scim::patch::{MemberChange, apply_patch, parse_patch_request};
 use muster_scim::resource::{MemberRef, normalize_resource};
 use muster_scim::schema::{ResourceKind, group_type};
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::users::membership_removals;

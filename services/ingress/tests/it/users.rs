@@ -214,3 +214,18 @@ async fn a_lookup_by_user_name_keeps_one_generic_plan_instead_of_being_planned_e
         "generic plans {generic}, custom plans {custom}: the lookup is planned anew each time"
     );
 }
+
+#[tokio::test]
+async fn consecutive_requests_share_a_warm_connection_and_the_metrics_say_so() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    scim.create_user("ann@contoso.com").await;
+    let found = scim.list("Users", "userName eq \"ann@contoso.com\"").await;
+    assert_eq!(found.body["totalResults"], 1);
+    let metrics = app.http.get(format!("{}/metrics", app.base_url())).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("db_connections_lent_total{from=\"pool\"}"), "{metrics}");
+    assert!(
+        metrics.contains("db_connections_lent_total{from=\"parked\"}"),
+        "the lookup took the create's connection, without the pool: {metrics}"
+    );
+}
