@@ -22,14 +22,21 @@ async fn service_connections_name_their_program_and_never_jit_compile() {
     assert_eq!(name, program, "pg_stat_activity names the service");
 }
 
-#[tokio::test]
-async fn a_connection_the_database_dropped_while_idle_is_replaced_before_use() {
+/// Settings for a pool of `max_connections` that reaches PostgreSQL through a proxy the test
+/// can cut, as a network failure or a database restart would.
+async fn database_behind_a_proxy(max_connections: u32) -> (TcpProxy, DatabaseSettings) {
     let proxy = TcpProxy::start("127.0.0.1:5432".parse::<SocketAddr>().unwrap()).await.unwrap();
     let settings = DatabaseSettings {
         url: format!("postgres://postgres@{}/postgres?sslmode=disable", proxy.addr).into(),
-        max_connections: 1,
+        max_connections,
         acquire_timeout_ms: 5_000,
     };
+    (proxy, settings)
+}
+
+#[tokio::test]
+async fn a_connection_the_database_dropped_while_idle_is_replaced_before_use() {
+    let (proxy, settings) = database_behind_a_proxy(1).await;
     let pool = muster_infra::db::pool(&settings).unwrap();
     let one: i32 = sqlx::query_scalar("select 1").fetch_one(&pool).await.unwrap();
     assert_eq!(one, 1);
@@ -106,12 +113,7 @@ async fn a_connection_left_in_a_transaction_is_not_handed_on_and_its_locks_are_l
 
 #[tokio::test]
 async fn a_warm_connection_the_database_dropped_while_it_waited_is_not_used() {
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse::<SocketAddr>().unwrap()).await.unwrap();
-    let settings = DatabaseSettings {
-        url: format!("postgres://postgres@{}/postgres?sslmode=disable", proxy.addr).into(),
-        max_connections: 2,
-        acquire_timeout_ms: 5_000,
-    };
+    let (proxy, settings) = database_behind_a_proxy(2).await;
     let warm = WarmPool::new(muster_infra::db::pool(&settings).unwrap(), 1);
     let mut conn = warm.acquire().await.unwrap();
     backend(&mut conn).await;
