@@ -53,6 +53,14 @@ async fn a_connection_the_database_dropped_while_idle_is_replaced_before_use() {
     assert_eq!(two, 2);
 }
 
+/// A test app, a service pool on its database, and a warm pool over it keeping `keep`.
+async fn warm_pool_of_a_test_app(keep: usize) -> (TestApp, sqlx::PgPool, WarmPool) {
+    let app = TestApp::spawn().await;
+    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
+    let warm = WarmPool::new(pool.clone(), keep);
+    (app, pool, warm)
+}
+
 /// What a connection's backend is, to tell connections apart.
 async fn backend(conn: &mut sqlx::PgConnection) -> i32 {
     sqlx::query_scalar("select pg_backend_pid()").fetch_one(conn).await.unwrap()
@@ -60,9 +68,7 @@ async fn backend(conn: &mut sqlx::PgConnection) -> i32 {
 
 #[tokio::test]
 async fn a_released_connection_goes_to_the_next_request_without_passing_through_the_pool() {
-    let app = TestApp::spawn().await;
-    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
-    let warm = WarmPool::new(pool.clone(), 2);
+    let (_app, pool, warm) = warm_pool_of_a_test_app(2).await;
     let mut first = warm.acquire().await.unwrap();
     let pid = backend(&mut first).await;
     first.release();
@@ -87,9 +93,7 @@ async fn a_released_connection_goes_to_the_next_request_without_passing_through_
 
 #[tokio::test]
 async fn a_connection_left_in_a_transaction_is_not_handed_on_and_its_locks_are_let_go() {
-    let app = TestApp::spawn().await;
-    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
-    let warm = WarmPool::new(pool.clone(), 2);
+    let (app, _pool, warm) = warm_pool_of_a_test_app(2).await;
     let mut conn = warm.acquire().await.unwrap();
     {
         let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
@@ -129,9 +133,7 @@ async fn a_warm_connection_the_database_dropped_while_it_waited_is_not_used() {
 
 #[tokio::test]
 async fn a_quiet_warm_pool_gives_its_connections_back_to_the_pool() {
-    let app = TestApp::spawn().await;
-    let pool = muster_infra::db::pool(&app.db.settings()).unwrap();
-    let warm = WarmPool::new(pool.clone(), 2);
+    let (_app, pool, warm) = warm_pool_of_a_test_app(2).await;
     let mut conn = warm.acquire().await.unwrap();
     backend(&mut conn).await;
     conn.release();

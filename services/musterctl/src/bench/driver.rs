@@ -112,14 +112,14 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The body as JSON (`Null` if none or not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
     /// The `id` of the resource in the body, if any.
     pub fn id(&self) -> Option<String> {
-        self.json()["id"].as_str().map(str::to_string)
+        serde_json::from_slice::<Value>(&self.body).ok()?.get("id")?.as_str().map(str::to_string)
+    }
+
+    /// The body as it came, for an error message (a problem document or whatever else).
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
     }
 }
 

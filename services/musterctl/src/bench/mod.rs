@@ -279,7 +279,7 @@ async fn drive(
     let mut phases = Vec::new();
     let answer = admin.send("PUT /catalog (admin)", Method::PUT, "/catalog", Some(&Company::catalog())).await;
     if answer.status != 200 {
-        bail!("the admin API refused the catalog: {} {}", answer.status, answer.json());
+        bail!("the admin API refused the catalog: {} {}", answer.status, answer.text());
     }
 
     progress(&format!("{} users: GET ?filter=userName eq … then POST, {c} connections", company.users.len()));
@@ -335,7 +335,7 @@ async fn drive(
     for assignment in Company::assignments(&groups) {
         let answer = admin.send("POST /assignments (admin)", Method::POST, "/assignments", Some(&assignment)).await;
         if answer.status != 201 {
-            bail!("the admin API refused an assignment: {} {}", answer.status, answer.json());
+            bail!("the admin API refused an assignment: {} {}", answer.status, answer.text());
         }
     }
     phases.push(("groups", started.elapsed()));
