@@ -68,32 +68,32 @@ const INSERT_USER: &str =
     "insert into scim.users (tenant_id, id, user_name, external_id, active, resource, created_at, updated_at)
      values ($1, $2, $3, $4, $5, $6, $7, $7) returning id, resource, version, created_at, updated_at";
 
-/// Inserts a new resource at version 1.
-pub async fn insert(
-    conn: &mut PgConnection,
-    kind: ResourceKind,
-    tenant: Uuid,
-    id: Uuid,
-    doc: &Value,
-) -> sqlx::Result<ResourceRow> {
-    match kind {
-        ResourceKind::User => {
-            bind_user(sqlx::query_as(INSERT_USER), tenant, id, doc).bind(Utc::now()).fetch_one(conn).await
-        }
-        ResourceKind::Group => {
-            sqlx::query_as::<_, ResourceRow>(&format!(
-                "insert into scim.groups (tenant_id, id, display_name, external_id, resource)
-                 values ($1, $2, $3, $4, $5) returning {COLUMNS}"
-            ))
-            .bind(tenant)
-            .bind(id)
-            .bind(text(doc, "displayName").unwrap_or_default())
-            .bind(text(doc, "externalId"))
-            .bind(doc)
-            .fetch_one(conn)
-            .await
-        }
-    }
+/// The groups of user `r` as `[[id, displayName], …]`, a column to select along with it.
+const USER_GROUPS: &str =
+    ", (select coalesce(jsonb_agg(jsonb_build_array(g.id, g.display_name) order by g.display_name), '[]'::jsonb)
+        from scim.group_members gm join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
+        where gm.tenant_id = r.tenant_id and gm.member_id = r.id) as groups";
+
+/// The update of a user's columns from `$3`–`$6` (see [`bind_user`]) at `$7`, only if it is
+/// still at version `$8`.
+const UPDATE_USER_AT_VERSION: &str =
+    "update scim.users set user_name = $3, external_id = $4, active = $5, resource = $6,
+            version = version + 1, updated_at = $7
+     where tenant_id = $1 and id = $2 and version = $8 returning id, resource, version, created_at, updated_at";
+
+/// Inserts a new group at version 1.
+pub async fn insert_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
+    sqlx::query_as::<_, ResourceRow>(&format!(
+        "insert into scim.groups (tenant_id, id, display_name, external_id, resource)
+         values ($1, $2, $3, $4, $5) returning {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(text(doc, "displayName").unwrap_or_default())
+    .bind(text(doc, "externalId"))
+    .bind(doc)
+    .fetch_one(conn)
+    .await
 }
 
 /// Inserts a new user at version 1, created at `at`, with `events`, in one statement (no
@@ -109,6 +109,42 @@ pub async fn insert_user_with_events(
     let statement = outbox::with_events(INSERT_USER, 7);
     let query = bind_user(sqlx::query_as(&statement), tenant, id, doc).bind(at);
     outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_one(executor).await
+}
+
+/// Reads a user with its groups (see [`ResourceRow::groups`]) in one round trip; with `lock`,
+/// holds the user's row until the transaction ends.
+pub async fn find_user_with_groups(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+    id: Uuid,
+    lock: bool,
+) -> sqlx::Result<Option<ResourceRow>> {
+    let suffix = if lock { " for update of r" } else { "" };
+    sqlx::query_as::<_, ResourceRow>(&format!(
+        "select r.id, r.resource, r.version, r.created_at, r.updated_at{USER_GROUPS}
+         from scim.users r where r.tenant_id = $1 and r.id = $2{suffix}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// Replaces a user's document, at `at`, with `events`, in one statement — if the user is
+/// still at version `expected`. `None`: it is not (another write came first) or it is gone;
+/// nothing was written.
+pub async fn update_user_at_version(
+    executor: impl PgExecutor<'_>,
+    tenant: Uuid,
+    id: Uuid,
+    doc: &Value,
+    expected: i64,
+    at: DateTime<Utc>,
+    events: &[EventEnvelope],
+) -> sqlx::Result<Option<ResourceRow>> {
+    let statement = outbox::with_events(UPDATE_USER_AT_VERSION, 8);
+    let query = bind_user(sqlx::query_as(&statement), tenant, id, doc).bind(at).bind(expected);
+    outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_optional(executor).await
 }
 
 /// Binds `$1`–`$6` of a user's insert or update: tenant, id, and the columns kept from `doc`.
@@ -127,38 +163,20 @@ fn bind_user<'q>(
         .bind(doc)
 }
 
-/// Replaces a resource's document and bumps its version.
-pub async fn update(
-    conn: &mut PgConnection,
-    kind: ResourceKind,
-    tenant: Uuid,
-    id: Uuid,
-    doc: &Value,
-) -> sqlx::Result<ResourceRow> {
-    match kind {
-        ResourceKind::User => {
-            let statement = format!(
-                "update scim.users set user_name = $3, external_id = $4, active = $5, resource = $6,
-                        version = version + 1, updated_at = now()
-                 where tenant_id = $1 and id = $2 returning {COLUMNS}"
-            );
-            bind_user(sqlx::query_as(&statement), tenant, id, doc).fetch_one(conn).await
-        }
-        ResourceKind::Group => {
-            sqlx::query_as::<_, ResourceRow>(&format!(
-                "update scim.groups set display_name = $3, external_id = $4, resource = $5,
-                        version = version + 1, updated_at = now()
-                 where tenant_id = $1 and id = $2 returning {COLUMNS}"
-            ))
-            .bind(tenant)
-            .bind(id)
-            .bind(text(doc, "displayName").unwrap_or_default())
-            .bind(text(doc, "externalId"))
-            .bind(doc)
-            .fetch_one(conn)
-            .await
-        }
-    }
+/// Replaces a group's document and bumps its version.
+pub async fn update_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
+    sqlx::query_as::<_, ResourceRow>(&format!(
+        "update scim.groups set display_name = $3, external_id = $4, resource = $5,
+                version = version + 1, updated_at = now()
+         where tenant_id = $1 and id = $2 returning {COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(text(doc, "displayName").unwrap_or_default())
+    .bind(text(doc, "externalId"))
+    .bind(doc)
+    .fetch_one(conn)
+    .await
 }
 
 /// Bumps a resource's version without changing its document (a membership-only change).
@@ -224,13 +242,7 @@ pub async fn list(
     };
     if limit > 0 {
         // A user's groups in the same round trip (Entra looks users up one at a time).
-        let groups = if with_groups && rt.kind == ResourceKind::User {
-            ", (select coalesce(jsonb_agg(jsonb_build_array(g.id, g.display_name) order by g.display_name), '[]'::jsonb)
-                from scim.group_members gm join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
-                where gm.tenant_id = r.tenant_id and gm.member_id = r.id) as groups"
-        } else {
-            ""
-        };
+        let groups = if with_groups && rt.kind == ResourceKind::User { USER_GROUPS } else { "" };
         let mut qb = QueryBuilder::<Postgres>::new(format!(
             "select r.id, r.resource, r.version, r.created_at, r.updated_at, count(*) over () as total{groups} from {} r where r.tenant_id = ",
             table(rt.kind)

@@ -13,29 +13,34 @@ pub async fn append(conn: &mut PgConnection, events: &[EventEnvelope], tracepare
         return Ok(());
     }
     let columns = Columns::of(events)?;
-    columns.bind(sqlx::query(&insert_statement(1)), traceparent).execute(conn).await?;
+    columns.bind(sqlx::query(&insert_statement(1, "")), traceparent).execute(conn).await?;
     Ok(())
 }
 
 /// `write` — one data-modifying statement with a `returning` clause, its parameters `$1` to
 /// `$params` — followed by the appending of events, as a single statement: atomic without a
-/// transaction, and one round trip where `begin`, write, append and `commit` take four. Bind
-/// `write`'s parameters, then the events' with [`Columns::bind`]; the statement returns what
-/// `write` returns.
+/// transaction, and one round trip where `begin`, write, append and `commit` take four. The
+/// events are appended only if `write` returned a row (an update that found nothing to change
+/// has no events). Bind `write`'s parameters, then the events' with [`Columns::bind`]; the
+/// statement returns what `write` returns.
 pub fn with_events(write: &str, params: usize) -> String {
-    format!("with written as ({write}), appended as ({}) select * from written", insert_statement(params + 1))
+    format!(
+        "with written as ({write}), appended as ({}) select * from written",
+        insert_statement(params + 1, "where exists (select from written)")
+    )
 }
 
-/// The outbox insert, its seven parameters numbered from `$first`. One round trip whatever the
-/// number of events; `with ordinality` keeps their order in ids.
-fn insert_statement(first: usize) -> String {
+/// The outbox insert, its seven parameters numbered from `$first`, of the events for which
+/// `condition` holds. One round trip whatever the number of events; `with ordinality` keeps
+/// their order in ids.
+fn insert_statement(first: usize, condition: &str) -> String {
     let p = |n: usize| format!("${}", first + n);
     format!(
         "insert into scim.outbox (event_id, tenant_id, routing_key, entity_id, version, envelope, traceparent)
          select e.event_id, e.tenant_id, e.routing_key, e.entity_id, e.version, e.envelope, {}
          from unnest({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::bigint[], {}::jsonb[])
               with ordinality as e(event_id, tenant_id, routing_key, entity_id, version, envelope, n)
-         order by e.n",
+         {condition} order by e.n",
         p(6),
         p(0),
         p(1),

@@ -156,7 +156,7 @@ pub async fn create(
     tracing::Span::current().record("group_id", tracing::field::display(id));
     let mut conn = state.db.acquire().await?;
     let mut tx = conn.begin().await?;
-    let row = store::insert(&mut tx, KIND, tenant, id, &doc).await?;
+    let row = store::insert_group(&mut tx, tenant, id, &doc).await?;
     let delta = apply_member_changes(&mut tx, tenant, id, vec![MemberChange::Add(members.unwrap_or_default())]).await?;
     let mut events = vec![event(tenant, EventKind::ScimGroupUpserted, id, row.version, row.updated_at)];
     if !delta.is_empty() {
@@ -273,7 +273,7 @@ async fn commit_change(
     let delta = apply_member_changes(tx, tenant, gid, changes).await?;
     let doc_changed = doc != current.resource;
     let row = if doc_changed {
-        store::update(tx, KIND, tenant, gid, &doc).await?
+        store::update_group(tx, tenant, gid, &doc).await?
     } else if !delta.is_empty() {
         store::touch(tx, KIND, tenant, gid).await?
     } else {

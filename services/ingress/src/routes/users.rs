@@ -17,16 +17,16 @@ use muster_scim::patch::{apply_patch, parse_patch_request};
 use muster_scim::resource::normalize_resource;
 use muster_scim::schema::{ResourceKind, user_type};
 use serde_json::Value;
-use sqlx::Connection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use super::{get_resource, list_resources, not_found, parse_id, render_one};
+use super::{get_resource, list_resources, not_found, parse_id};
 use crate::AppState;
 use crate::auth::TenantId;
 use crate::error::ApiError;
 use crate::extract::{BaseUrl, ScimBody, check_if_match};
-use crate::render::{event, render, resource_response};
-use crate::store::{self};
+use crate::render::{event, groups_json, render, resource_response};
+use crate::store::{self, ResourceRow};
 
 const KIND: ResourceKind = ResourceKind::User;
 
@@ -89,7 +89,7 @@ pub async fn replace(
     ScimBody(body): ScimBody,
 ) -> Result<Response, ApiError> {
     let (doc, _) = normalize_resource(user_type(), &body)?;
-    write(&state, tenant, &id, &headers, &base, |_| Ok(doc), "replace").await
+    write(&state, tenant, &id, &headers, &base, |_| Ok(doc.clone()), "replace").await
 }
 
 /// `PATCH /Users/{id}`: answers 200 with the resource, as Entra ID expects.
@@ -107,37 +107,88 @@ pub async fn patch(
         .await
 }
 
-/// The shared body of PUT and PATCH: lock, check `If-Match`, compute the new document, and
+/// Attempts at a write without holding the user's row before taking it (see [`write`]).
+const UNLOCKED_ATTEMPTS: u32 = 3;
+
+/// The shared body of PUT and PATCH: read, check `If-Match`, compute the new document, and
 /// write it with its event only if it changed (Entra ID re-sends unchanged values every
 /// cycle; those must not wake the workers).
+///
+/// The write is conditional on the version read, so no transaction is held while the change
+/// is computed: a read and a write, two round trips (with the lock: begin, read, write,
+/// commit). A write that finds the user at another version (a concurrent write came first)
+/// starts again from the new document, so no change is lost; after a few such attempts it
+/// takes the row lock, so a user written to without pause still gets its turn.
 async fn write(
     state: &AppState,
     tenant: Uuid,
     id: &str,
     headers: &HeaderMap,
     base: &str,
-    change: impl FnOnce(&Value) -> Result<Value, ScimError>,
+    change: impl Fn(&Value) -> Result<Value, ScimError>,
     op: &'static str,
 ) -> Result<Response, ApiError> {
     let uid = parse_id(user_type(), id)?;
     let mut conn = state.db.acquire().await?;
-    let mut tx = conn.begin().await?;
-    let current = store::find(&mut *tx, KIND, tenant, uid, true).await?.ok_or_else(|| not_found(user_type(), id))?;
+    let mut attempt = 0;
+    let row = loop {
+        let written = if attempt < UNLOCKED_ATTEMPTS {
+            write_at_version(&mut conn, tenant, uid, id, headers, &change, false).await?
+        } else {
+            let mut tx = conn.begin().await?;
+            let written = write_at_version(&mut tx, tenant, uid, id, headers, &change, true).await?;
+            tx.commit().await?;
+            written
+        };
+        match written {
+            Written::Changed(row) => {
+                count_write(op);
+                break row;
+            }
+            Written::Unchanged(row) => break row,
+            Written::Stale => {
+                metrics::counter!("scim_write_conflicts_total", "resource" => "User").increment(1);
+                attempt += 1;
+            }
+        }
+    };
+    conn.release();
+    let groups = row.groups().map(|g| groups_json(base, &g));
+    Ok(resource_response(StatusCode::OK, &render(user_type(), &row, base, groups), row.version))
+}
+
+/// What one attempt of [`write`] did.
+enum Written {
+    Changed(ResourceRow),
+    Unchanged(ResourceRow),
+    /// Another write came between the read and this one: nothing written.
+    Stale,
+}
+
+/// One attempt of [`write`]; with `lock`, inside the caller's transaction.
+async fn write_at_version(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    uid: Uuid,
+    id: &str,
+    headers: &HeaderMap,
+    change: &impl Fn(&Value) -> Result<Value, ScimError>,
+    lock: bool,
+) -> Result<Written, ApiError> {
+    let current =
+        store::find_user_with_groups(&mut *conn, tenant, uid, lock).await?.ok_or_else(|| not_found(user_type(), id))?;
     check_if_match(headers, current.version)?;
     let doc = change(&current.resource)?;
-    let row = if doc == current.resource {
-        current
-    } else {
-        let row = store::update(&mut tx, KIND, tenant, uid, &doc).await?;
-        let events = [event(tenant, EventKind::ScimUserUpserted, uid, row.version, row.updated_at)];
-        outbox::append(&mut tx, &events, &current_traceparent()).await?;
-        count_write(op);
-        row
-    };
-    tx.commit().await?;
-    conn.release();
-    let body = render_one(state, user_type(), tenant, &row, base, true).await?;
-    Ok(resource_response(StatusCode::OK, &body, row.version))
+    if doc == current.resource {
+        return Ok(Written::Unchanged(current));
+    }
+    let at = Utc::now();
+    let events = [event(tenant, EventKind::ScimUserUpserted, uid, current.version + 1, at)];
+    let written = store::update_user_at_version(&mut *conn, tenant, uid, &doc, current.version, at, &events).await?;
+    Ok(match written {
+        Some(row) => Written::Changed(ResourceRow { groups: current.groups, ..row }),
+        None => Written::Stale,
+    })
 }
 
 /// `DELETE /Users/{id}`: removes the SCIM resource and its memberships. The team member is

@@ -46,3 +46,44 @@ async fn parallel_membership_patches_to_one_group_all_land() {
     assert_eq!(got.body["members"].as_array().unwrap().len(), 80);
     assert_eq!(got.header("etag"), Some("W/\"9\""), "one version per PATCH, none lost");
 }
+
+#[tokio::test]
+async fn parallel_patches_of_one_user_each_land_once_with_their_own_version() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let id = scim.create_user("busy@contoso.com").await;
+    // Each PATCH changes a different attribute: a write computed from a stale document would
+    // put an earlier value back, and an event without its own version would repeat one.
+    let attributes = ["title", "displayName", "nickName", "userType", "preferredLanguage", "locale", "timezone"];
+    let mut patches = Vec::new();
+    for round in 0..2 {
+        for attribute in attributes {
+            let (scim, path) = (scim.clone(), format!("/Users/{id}"));
+            let value = format!("{attribute}-{round}");
+            patches.push(async move {
+                let ops = json!([{"op": "Replace", "path": attribute, "value": value}]);
+                scim.patch(&path, &patch_body(ops)).await
+            });
+        }
+    }
+    let answers = join_all(patches).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{:?}", answers.iter().map(|a| &a.text).collect::<Vec<_>>());
+    let mut etags: Vec<&str> = answers.iter().filter_map(|a| a.header("etag")).collect();
+    etags.sort_unstable();
+    etags.dedup();
+    assert_eq!(etags.len(), 14, "every PATCH answered with a version of its own: {etags:?}");
+
+    let user = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(user.header("etag"), Some("W/\"15\""), "one version per PATCH, none lost");
+    for attribute in attributes {
+        let value = user.body[attribute].as_str().unwrap_or_default();
+        assert!(value.starts_with(attribute), "{attribute} lost: {}", user.text);
+    }
+    let versions: Vec<i64> =
+        sqlx::query_scalar("select version from scim.outbox where entity_id = $1 order by version")
+            .bind(&id)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, (1..=15).collect::<Vec<i64>>(), "one event per version, in order");
+}
