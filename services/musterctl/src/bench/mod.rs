@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// Lookups in flight at most (closed loop) once everyone is provisioned.
     #[arg(long, default_value_t = 4)]
     pub lookup_connections: usize,
+    /// Hold the relay (SIGSTOP) through the write phases and let it go after the last write:
+    /// the ingress measured alone, its events waiting in the outbox; the workers' whole share
+    /// then comes after the last write, in the completion time.
+    #[arg(long)]
+    pub hold_relay: bool,
     /// Give up waiting for everyone to be provisioned after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub timeout_secs: u64,
@@ -154,7 +159,19 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     let stop_sampling = CancellationToken::new();
     let depths = system::sample_depths(pool.clone(), bench_amqp.clone(), stop_sampling.clone());
 
+    let relay = services.iter().find(|s| s.name == "muster-relay");
+    if args.hold_relay {
+        progress("holding the relay through the write phases");
+        if let Some(relay) = relay {
+            relay.hold(true).await?;
+        }
+    }
     let outcome = drive(&company, &scim, &admin, &args, &progress).await;
+    let mut held_outbox = None;
+    if let (true, Some(relay)) = (args.hold_relay, relay) {
+        held_outbox = sqlx::query_scalar::<_, i64>("select count(*) from scim.outbox").fetch_one(&pool).await.ok();
+        relay.hold(false).await?;
+    }
     let (ids, phases, last_write) = match outcome {
         Ok(done) => done,
         Err(err) => {
@@ -221,9 +238,14 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
         usage,
         depths,
         baselines,
+        held_outbox,
         logs,
     };
     report.print(args.json);
+    if args.hold_relay && held_outbox.unwrap_or(0) < i64::try_from(report.users_created).unwrap_or(i64::MAX) {
+        // Every created user left an event behind a held relay: fewer means it was not held.
+        bail!("the relay published while it was held ({held_outbox:?} events waiting at the last write)");
+    }
     if report.settle.is_none() {
         bail!("not every member was provisioned {} s after the last SCIM write", args.timeout_secs);
     }

@@ -25,6 +25,8 @@ pub struct Report {
     pub depths: Depths,
     /// PostgreSQL commits/s and RabbitMQ confirmed publishes/s.
     pub baselines: Option<(f64, f64)>,
+    /// With `--hold-relay`: the events waiting in the outbox when the relay was let go.
+    pub held_outbox: Option<i64>,
     pub logs: PathBuf,
 }
 
@@ -108,6 +110,8 @@ impl Report {
             "deepest_queue": {"name": self.depths.deepest_queue_name, "messages": self.depths.deepest_queue},
             "deepest_outbox": self.depths.deepest_outbox,
             "baseline": baseline,
+            "relay_held": self.args.hold_relay,
+            "outbox_when_relay_released": self.held_outbox,
             "logs": self.logs,
         })
     }
@@ -153,6 +157,12 @@ impl Report {
             println!("errors: {}", errors.iter().map(|(k, v)| format!("{k} ×{v}")).collect::<Vec<_>>().join(", "));
         }
         println!();
+        if self.args.hold_relay {
+            println!(
+                "relay held through the write phases: {} events waited in the outbox; every worker's share came after the last write",
+                self.held_outbox.map_or_else(|| "?".to_string(), |n| n.to_string())
+            );
+        }
         match self.settle {
             Some(settle) => println!("everyone provisioned {:.1} s after the last SCIM write", settle.as_secs_f64()),
             None => println!("NOT everyone provisioned {} s after the last SCIM write", self.timeout.as_secs()),

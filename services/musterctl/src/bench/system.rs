@@ -135,6 +135,17 @@ impl Service {
         Usage { peak_rss_mib: kib("VmHWM:") / 1024.0, cpu_seconds: (ticks(11) + ticks(12)) / 100.0 }
     }
 
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the service's process.
+    pub async fn hold(&self, held: bool) -> anyhow::Result<()> {
+        let pid = self.child.id().with_context(|| format!("{} has exited", self.name))?;
+        let signal = if held { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().await?;
+        if !status.success() {
+            bail!("kill {signal} {pid} ({}) failed: {status}", self.name);
+        }
+        Ok(())
+    }
+
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             // SIGTERM first: the services drain and close cleanly.
