@@ -2,7 +2,7 @@
 //! hot attributes as columns, and group memberships as rows. Functions take a connection so
 //! that callers compose one transaction with the outbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use muster_contracts::EventEnvelope;
@@ -163,32 +163,31 @@ fn bind_user<'q>(
         .bind(doc)
 }
 
-/// Replaces a group's document and bumps its version.
-pub async fn update_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
-    sqlx::query_as::<_, ResourceRow>(&format!(
-        "update scim.groups set display_name = $3, external_id = $4, resource = $5,
-                version = version + 1, updated_at = now()
-         where tenant_id = $1 and id = $2 returning {COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(text(doc, "displayName").unwrap_or_default())
-    .bind(text(doc, "externalId"))
-    .bind(doc)
-    .fetch_one(conn)
-    .await
-}
-
-/// Bumps a resource's version without changing its document (a membership-only change).
-pub async fn touch(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid) -> sqlx::Result<ResourceRow> {
-    sqlx::query_as::<_, ResourceRow>(&format!(
-        "update {} set version = version + 1, updated_at = now() where tenant_id = $1 and id = $2 returning {COLUMNS}",
-        table(kind)
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_one(conn)
-    .await
+/// Writes a group's next version, at `at`, with `events`, in one statement: its new document
+/// when `doc` is given, else only the version (a membership-only change). The caller holds the
+/// group's row, so the version written is the one after the version it read.
+pub async fn write_group_with_events(
+    conn: &mut PgConnection,
+    tenant: Uuid,
+    id: Uuid,
+    doc: Option<&Value>,
+    at: DateTime<Utc>,
+    events: &[EventEnvelope],
+) -> sqlx::Result<ResourceRow> {
+    // `$3` is `at`; a new document's columns follow it.
+    let set = if doc.is_some() { "display_name = $4, external_id = $5, resource = $6," } else { "" };
+    let statement = outbox::with_events(
+        &format!(
+            "update scim.groups set {set} version = version + 1, updated_at = $3
+             where tenant_id = $1 and id = $2 returning {COLUMNS}"
+        ),
+        if doc.is_some() { 6 } else { 3 },
+    );
+    let mut query = sqlx::query_as::<_, ResourceRow>(&statement).bind(tenant).bind(id).bind(at);
+    if let Some(doc) = doc {
+        query = query.bind(text(doc, "displayName").unwrap_or_default()).bind(text(doc, "externalId")).bind(doc);
+    }
+    outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_one(conn).await
 }
 
 /// Reads a resource; with `lock`, holds its row until the transaction ends, so concurrent
@@ -333,47 +332,36 @@ pub async fn groups_of(
     Ok(out)
 }
 
-/// Which of `ids` exist in the tenant, with their type (`User` or `Group`).
-pub async fn existing_members(
-    conn: &mut PgConnection,
-    tenant: Uuid,
-    ids: &[Uuid],
-) -> sqlx::Result<HashMap<Uuid, &'static str>> {
-    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
-        "select id, true from scim.users where tenant_id = $1 and id = any($2)
-         union all
-         select id, false from scim.groups where tenant_id = $1 and id = any($2)",
-    )
-    .bind(tenant)
-    .bind(ids)
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(|(id, is_user)| (id, if is_user { "User" } else { "Group" })).collect())
-}
-
-/// Adds memberships; returns the ids that were not members before.
-pub async fn add_members(
+/// Adds those of `ids` that are users or groups of the tenant to `group`, in one statement.
+/// Returns the ids that were not members before, and every one of `ids` that exists (the
+/// caller refuses the others, rolling back the additions).
+pub async fn add_existing_members(
     conn: &mut PgConnection,
     tenant: Uuid,
     group: Uuid,
-    members: &[(Uuid, &str)],
-) -> sqlx::Result<Vec<Uuid>> {
-    if members.is_empty() {
-        return Ok(Vec::new());
+    ids: &[Uuid],
+) -> sqlx::Result<(Vec<Uuid>, HashSet<Uuid>)> {
+    if ids.is_empty() {
+        return Ok((Vec::new(), HashSet::new()));
     }
-    let ids: Vec<Uuid> = members.iter().map(|(id, _)| *id).collect();
-    let types: Vec<String> = members.iter().map(|(_, t)| (*t).to_string()).collect();
-    sqlx::query_scalar::<_, Uuid>(
-        "insert into scim.group_members (tenant_id, group_id, member_id, member_type)
-         select $1, $2, m.id, m.kind from unnest($3::uuid[], $4::text[]) as m(id, kind)
-         on conflict do nothing returning member_id",
+    let (added, existing): (Vec<Uuid>, Vec<Uuid>) = sqlx::query_as(
+        "with existing as (
+             select id, 'User' as kind from scim.users where tenant_id = $1 and id = any($3)
+             union all
+             select id, 'Group' from scim.groups where tenant_id = $1 and id = any($3)
+         ), added as (
+             insert into scim.group_members (tenant_id, group_id, member_id, member_type)
+             select $1, $2, id, kind from existing
+             on conflict do nothing returning member_id
+         )
+         select array(select member_id from added), array(select id from existing)",
     )
     .bind(tenant)
     .bind(group)
     .bind(ids)
-    .bind(types)
-    .fetch_all(conn)
-    .await
+    .fetch_one(conn)
+    .await?;
+    Ok((added, existing.into_iter().collect()))
 }
 
 /// Removes memberships (all of them when `ids` is `None`); returns the ids removed.

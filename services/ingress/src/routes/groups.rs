@@ -7,6 +7,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use muster_contracts::events::MembersChanged;
 use muster_contracts::{EventEnvelope, EventKind};
 use muster_infra::outbox;
@@ -65,24 +66,25 @@ impl Delta {
     fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
-    fn event(&self, tenant: Uuid, group: &ResourceRow) -> EventEnvelope {
+    fn event(&self, tenant: Uuid, group: Uuid, version: i64, at: DateTime<Utc>) -> EventEnvelope {
         let data = MembersChanged {
             added: self.added.iter().map(Uuid::to_string).collect(),
             removed: self.removed.iter().map(Uuid::to_string).collect(),
         };
-        event(tenant, EventKind::ScimGroupMembersChanged, group.id, group.version, group.updated_at)
+        event(tenant, EventKind::ScimGroupMembersChanged, group, version, at)
             .with_data(serde_json::to_value(data).unwrap_or(Value::Null))
     }
 }
 
-/// Checks that every referenced member exists in this tenant; unknown ids are refused
-/// (nothing is written), as is a group inside itself.
-async fn resolve_members(
+/// Adds the referenced members; every one must exist in this tenant, else the request is
+/// refused (the caller's transaction rolls back what was added), as is a group inside itself.
+/// Returns the ids that were not members before.
+async fn add_members(
     conn: &mut PgConnection,
     tenant: Uuid,
     group: Uuid,
     refs: &[MemberRef],
-) -> Result<Vec<(Uuid, &'static str)>, ApiError> {
+) -> Result<Vec<Uuid>, ApiError> {
     let mut ids = Vec::with_capacity(refs.len());
     let mut unknown = Vec::new();
     let mut seen = HashSet::with_capacity(refs.len());
@@ -99,8 +101,8 @@ async fn resolve_members(
             Err(_) => unknown.push(r.value.clone()),
         }
     }
-    let existing = store::existing_members(conn, tenant, &ids).await?;
-    unknown.extend(ids.iter().filter(|id| !existing.contains_key(id)).map(Uuid::to_string));
+    let (added, existing) = store::add_existing_members(conn, tenant, group, &ids).await?;
+    unknown.extend(ids.iter().filter(|id| !existing.contains(id)).map(Uuid::to_string));
     if !unknown.is_empty() {
         let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
         return Err(ScimError::invalid_value(format!(
@@ -111,7 +113,7 @@ async fn resolve_members(
         ))
         .into());
     }
-    Ok(ids.into_iter().filter_map(|id| existing.get(&id).map(|t| (id, *t))).collect())
+    Ok(added)
 }
 
 async fn apply_member_changes(
@@ -123,10 +125,7 @@ async fn apply_member_changes(
     let mut delta = Delta::default();
     for change in changes {
         match change {
-            MemberChange::Add(refs) => {
-                let members = resolve_members(conn, tenant, group, &refs).await?;
-                delta.add(store::add_members(conn, tenant, group, &members).await?);
-            }
+            MemberChange::Add(refs) => delta.add(add_members(conn, tenant, group, &refs).await?),
             MemberChange::Remove(values) => {
                 // An id that is not a UUID cannot be a member: removing it changes nothing.
                 let ids: Vec<Uuid> = values.iter().filter_map(|v| Uuid::parse_str(v).ok()).collect();
@@ -134,9 +133,8 @@ async fn apply_member_changes(
             }
             MemberChange::RemoveAll => delta.remove(store::remove_members(conn, tenant, group, None).await?),
             MemberChange::Replace(refs) => {
-                let members = resolve_members(conn, tenant, group, &refs).await?;
                 delta.remove(store::remove_members(conn, tenant, group, None).await?);
-                delta.add(store::add_members(conn, tenant, group, &members).await?);
+                delta.add(add_members(conn, tenant, group, &refs).await?);
             }
         }
     }
@@ -160,7 +158,7 @@ pub async fn create(
     let delta = apply_member_changes(&mut tx, tenant, id, vec![MemberChange::Add(members.unwrap_or_default())]).await?;
     let mut events = vec![event(tenant, EventKind::ScimGroupUpserted, id, row.version, row.updated_at)];
     if !delta.is_empty() {
-        events.push(delta.event(tenant, &row));
+        events.push(delta.event(tenant, id, row.version, row.updated_at));
     }
     outbox::append(&mut tx, &events, &current_traceparent()).await?;
     tx.commit().await?;
@@ -259,8 +257,9 @@ async fn write(
     Ok(row)
 }
 
-/// Writes the new document (if it changed) and the membership delta, bumps the version once,
-/// and records `scim.group.upserted` and/or `scim.group.members_changed`.
+/// Writes the membership delta and, if anything changed, the next version (with the new
+/// document if it changed) and `scim.group.upserted` and/or `scim.group.members_changed`.
+/// The caller holds the group's row.
 async fn commit_change(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -272,23 +271,20 @@ async fn commit_change(
     let gid = current.id;
     let delta = apply_member_changes(tx, tenant, gid, changes).await?;
     let doc_changed = doc != current.resource;
-    let row = if doc_changed {
-        store::update_group(tx, tenant, gid, &doc).await?
-    } else if !delta.is_empty() {
-        store::touch(tx, KIND, tenant, gid).await?
-    } else {
+    if !doc_changed && delta.is_empty() {
         return Ok(current);
-    };
+    }
+    let (version, at) = (current.version + 1, Utc::now());
     let mut events = Vec::new();
     if doc_changed {
-        events.push(event(tenant, EventKind::ScimGroupUpserted, gid, row.version, row.updated_at));
+        events.push(event(tenant, EventKind::ScimGroupUpserted, gid, version, at));
     }
     if !delta.is_empty() {
         metrics::counter!("scim_group_members_changed_total")
             .increment((delta.added.len() + delta.removed.len()) as u64);
-        events.push(delta.event(tenant, &row));
+        events.push(delta.event(tenant, gid, version, at));
     }
-    outbox::append(tx, &events, &current_traceparent()).await?;
+    let row = store::write_group_with_events(tx, tenant, gid, doc_changed.then_some(&doc), at, &events).await?;
     count_write(op);
     Ok(row)
 }
@@ -311,7 +307,7 @@ pub async fn delete(
     // The name goes with the event: consumers can no longer look it up.
     let name = current.resource.get("displayName").cloned().unwrap_or(Value::Null);
     events.push(
-        event(tenant, EventKind::ScimGroupDeleted, gid, current.version + 1, chrono::Utc::now())
+        event(tenant, EventKind::ScimGroupDeleted, gid, current.version + 1, Utc::now())
             .with_data(serde_json::json!({"display_name": name})),
     );
     outbox::append(&mut tx, &events, &current_traceparent()).await?;

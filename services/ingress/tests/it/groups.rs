@@ -68,9 +68,26 @@ async fn unknown_members_are_refused_and_nothing_is_written() {
     assert_eq!(resp.status, 400);
     assert_eq!(resp.body["scimType"], "invalidValue");
     assert!(resp.body["detail"].as_str().unwrap().contains("f648f8d5ea4e4cd38e9c"));
+    // A well-formed id of nobody: the existing member is added in the same statement that
+    // finds the other missing, and must be taken back.
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let resp = scim
+        .patch(
+            &format!("/Groups/{group}"),
+            &patch_body(json!([{"op": "add", "path": "members", "value": [{"value": user}, {"value": nobody}]}])),
+        )
+        .await;
+    assert_eq!(resp.status, 400, "{}", resp.text);
+    assert!(resp.body["detail"].as_str().unwrap().contains(&nobody), "{}", resp.text);
     let got = scim.get(&format!("/Groups/{group}")).await;
     assert!(got.body.get("members").is_none(), "the valid member was not added either: {}", got.text);
     assert_eq!(got.header("etag"), Some("W/\"1\""));
+    let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox where entity_id = $1")
+        .bind(&group)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1, "only the group's creation");
 }
 
 #[tokio::test]
