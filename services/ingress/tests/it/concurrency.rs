@@ -2,6 +2,8 @@
 
 use futures_util::future::join_all;
 use muster_testkit::TestApp;
+
+use super::event_versions;
 use muster_testkit::scim::{patch_body, user_body};
 use serde_json::{Value, json};
 
@@ -79,11 +81,5 @@ async fn parallel_patches_of_one_user_each_land_once_with_their_own_version() {
         let value = user.body[attribute].as_str().unwrap_or_default();
         assert!(value.starts_with(attribute), "{attribute} lost: {}", user.text);
     }
-    let versions: Vec<i64> =
-        sqlx::query_scalar("select version from scim.outbox where entity_id = $1 order by version")
-            .bind(&id)
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(versions, (1..=15).collect::<Vec<i64>>(), "one event per version, in order");
+    assert_eq!(event_versions(&app, &id).await, (1..=15).collect::<Vec<i64>>(), "one event per version, in order");
 }

@@ -1,6 +1,8 @@
 //! Groups: memberships as rows, deltas only.
 
 use muster_testkit::TestApp;
+
+use super::event_versions;
 use muster_testkit::scim::patch_body;
 use serde_json::{Value, json};
 
@@ -82,12 +84,7 @@ async fn unknown_members_are_refused_and_nothing_is_written() {
     let got = scim.get(&format!("/Groups/{group}")).await;
     assert!(got.body.get("members").is_none(), "the valid member was not added either: {}", got.text);
     assert_eq!(got.header("etag"), Some("W/\"1\""));
-    let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox where entity_id = $1")
-        .bind(&group)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(events, 1, "only the group's creation");
+    assert_eq!(event_versions(&app, &group).await, [1], "only the group's creation");
 }
 
 #[tokio::test]

@@ -8,3 +8,12 @@ mod fixtures;
 mod groups;
 mod isolation;
 mod users;
+
+/// The versions of the events `entity` has in the outbox, in order.
+async fn event_versions(app: &muster_testkit::TestApp, entity: &str) -> Vec<i64> {
+    sqlx::query_scalar("select version from scim.outbox where entity_id = $1 order by id")
+        .bind(entity)
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}

@@ -1,6 +1,8 @@
 //! Users as Entra ID provisions them.
 
 use muster_testkit::TestApp;
+
+use super::event_versions;
 use muster_testkit::scim::{patch_body, user_body};
 use serde_json::json;
 
@@ -74,12 +76,7 @@ async fn unchanged_patch_keeps_the_version_and_etag() {
         .await;
     assert_eq!(again.status, 200);
     assert_eq!(again.header("etag"), Some("W/\"2\""), "Entra re-sends unchanged values each cycle");
-    let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox where entity_id = $1")
-        .bind(&id)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(events, 2, "create and one real change: no event for the no-op");
+    assert_eq!(event_versions(&app, &id).await, [1, 2], "create and one real change: no event for the no-op");
 }
 
 #[tokio::test]
