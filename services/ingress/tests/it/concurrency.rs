@@ -2,10 +2,10 @@
 
 use futures_util::future::join_all;
 use muster_testkit::TestApp;
-
-use super::event_versions;
 use muster_testkit::scim::{patch_body, user_body};
 use serde_json::{Value, json};
+
+use super::event_versions;
 
 #[tokio::test]
 async fn parallel_creates_of_one_user_name_make_one_user_and_409s() {

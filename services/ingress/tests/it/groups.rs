@@ -1,10 +1,10 @@
 //! Groups: memberships as rows, deltas only.
 
 use muster_testkit::TestApp;
-
-use super::event_versions;
 use muster_testkit::scim::patch_body;
 use serde_json::{Value, json};
+
+use super::event_versions;
 
 #[tokio::test]
 async fn membership_patch_touches_only_the_delta_and_records_it() {

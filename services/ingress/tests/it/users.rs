@@ -1,10 +1,10 @@
 //! Users as Entra ID provisions them.
 
 use muster_testkit::TestApp;
-
-use super::event_versions;
 use muster_testkit::scim::{patch_body, user_body};
 use serde_json::json;
+
+use super::event_versions;
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const MUSTER: &str = "urn:ietf:params:scim:schemas:extension:muster:2.0:User";
