@@ -226,3 +226,19 @@ async fn consecutive_requests_share_a_warm_connection_and_the_metrics_say_so() {
         "the lookup took the create's connection, without the pool: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn renaming_a_user_to_a_taken_user_name_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    scim.create_user("taken@contoso.com").await;
+    let id = scim.create_user("mine@contoso.com").await;
+    let ops = json!([{"op": "Replace", "path": "userName", "value": "TAKEN@contoso.com"}]);
+    let resp = scim.patch(&format!("/Users/{id}"), &patch_body(ops)).await;
+    assert_eq!(resp.status, 409, "{}", resp.text);
+    assert_eq!(resp.body["scimType"], "uniqueness");
+    let user = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(user.body["userName"], "mine@contoso.com");
+    assert_eq!(user.header("etag"), Some("W/\"1\""));
+    assert_eq!(event_versions(&app, &id).await, [1], "no event for the refused write");
+}
