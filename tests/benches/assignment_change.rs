@@ -13,17 +13,16 @@
 //!
 //! Needs PostgreSQL (`DATABASE_URL`) and RabbitMQ (`AMQP_URL`).
 
+mod pipeline;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use muster_contracts::Names;
 use muster_infra::config::HttpSettings;
-use muster_infra::worker::{WorkerServiceSettings, WorkerSettings};
-use muster_relay::{Relay, RelayOptions};
-use muster_testkit::broker::{broker_url, teardown_on, test_amqp};
 use muster_testkit::scim::patch_body;
-use muster_testkit::{TestApp, default_scim_settings, test_telemetry};
+use muster_testkit::test_telemetry;
+use pipeline::Pipeline;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -64,45 +63,21 @@ fn peak_rss_mib() -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let members: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let connections: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(8);
-
-    let unlimited = muster_ingress::ScimSettings {
-        rate_limit_per_second: 1_000_000,
-        rate_limit_burst: 1_000_000,
-        ..default_scim_settings()
-    };
-    let app = TestApp::spawn_with(unlimited).await;
+    let (members, connections) = pipeline::members_and_connections(10_000);
+    let pipeline = Pipeline::start().await?;
+    let (app, database, worker_settings) = (&pipeline.app, &pipeline.database, &pipeline.workers);
     let (pool, tenant) = (app.db.pool.clone(), app.tenant.id);
-    let amqp = test_amqp(&broker_url());
-    let names = Names::new(amqp.prefix.clone());
-    let mut database = app.db.settings();
-    database.max_connections = 10;
-    let worker_settings = WorkerServiceSettings {
-        database: database.clone(),
-        amqp: amqp.clone(),
-        http: HttpSettings { addr: "127.0.0.1:0".parse()? },
-        telemetry: test_telemetry(),
-        worker: WorkerSettings::default(),
-    };
-    let relay = Relay::new(
-        muster_infra::db::pool(&database)?,
-        amqp.clone(),
-        RelayOptions { confirm_timeout_ms: 10_000, ..RelayOptions::default() },
-    );
-    tokio::spawn(relay.run(app.shutdown_token()));
-    let normalizer = muster_normalizer::worker(&worker_settings, muster_infra::db::pool(&database)?);
+    let normalizer = muster_normalizer::worker(worker_settings, muster_infra::db::pool(database)?);
     tokio::spawn(normalizer.run(app.shutdown_token()));
-    let assignments = muster_assignments::worker(&worker_settings, muster_infra::db::pool(&database)?);
+    let assignments = muster_assignments::worker(worker_settings, muster_infra::db::pool(database)?);
     tokio::spawn(assignments.run(app.shutdown_token()));
     let admin_settings = muster_admin::Settings {
         database: database.clone(),
-        amqp: amqp.clone(),
+        amqp: pipeline.amqp.clone(),
         http: HttpSettings { addr: "127.0.0.1:0".parse()? },
         telemetry: test_telemetry(),
     };
-    let admin = muster_admin::Admin::bind(&admin_settings, muster_infra::db::pool(&database)?).await?;
+    let admin = muster_admin::Admin::bind(&admin_settings, muster_infra::db::pool(database)?).await?;
     let admin_url = format!("http://{}/api/v1", admin.local_addr()?);
     tokio::spawn(admin.run(app.shutdown_token()));
     let http = reqwest::Client::new();
@@ -186,12 +161,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(seats == 0, "{seats} seat requests left after the assignment was deleted");
 
-    app.shutdown_token().cancel();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let connection = muster_infra::amqp::connect(&amqp).await?;
-    let channel = connection.create_channel().await?;
-    teardown_on(&channel, &names, &WorkerSettings::default().retry_delays_ms).await;
-    let _ = connection.close(200, "bench done".into()).await;
+    pipeline.stop().await?;
 
     let rate = |d: Duration| members as f64 / d.as_secs_f64();
     println!(

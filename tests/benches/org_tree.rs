@@ -14,17 +14,14 @@
 //! Needs PostgreSQL (`DATABASE_URL`) and RabbitMQ (`AMQP_URL`); `sslmode=disable` in
 //! DATABASE_URL matches a production setup where TLS is terminated elsewhere.
 
+mod pipeline;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use muster_contracts::Names;
-use muster_infra::config::HttpSettings;
-use muster_infra::worker::{WorkerServiceSettings, WorkerSettings};
-use muster_relay::{Relay, RelayOptions};
-use muster_testkit::broker::{broker_url, teardown_on, test_amqp};
 use muster_testkit::scim::patch_body;
-use muster_testkit::{TestApp, default_scim_settings, test_telemetry};
+use pipeline::Pipeline;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
@@ -73,35 +70,12 @@ async fn linked(pool: &sqlx::PgPool, tenant: uuid::Uuid) -> anyhow::Result<i64> 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let members: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let connections: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(8);
-
-    // The bench is the only client: no per-tenant rate limit.
-    let unlimited = muster_ingress::ScimSettings {
-        rate_limit_per_second: 1_000_000,
-        rate_limit_burst: 1_000_000,
-        ..default_scim_settings()
-    };
-    let app = TestApp::spawn_with(unlimited).await;
-    let amqp = test_amqp(&broker_url());
-    let names = Names::new(amqp.prefix.clone());
-    let mut database = app.db.settings();
-    database.max_connections = 10;
-    let worker_settings = WorkerServiceSettings {
-        database: database.clone(),
-        amqp: amqp.clone(),
-        http: HttpSettings { addr: "127.0.0.1:0".parse()? },
-        telemetry: test_telemetry(),
-        worker: WorkerSettings::default(),
-    };
-    let relay_pool = muster_infra::db::pool(&database)?;
-    let relay =
-        Relay::new(relay_pool, amqp.clone(), RelayOptions { confirm_timeout_ms: 10_000, ..RelayOptions::default() });
-    tokio::spawn(relay.run(app.shutdown_token()));
-    let normalizer = muster_normalizer::worker(&worker_settings, muster_infra::db::pool(&database)?);
+    let (members, connections) = pipeline::members_and_connections(100_000);
+    let pipeline = Pipeline::start().await?;
+    let (app, database, worker_settings) = (&pipeline.app, &pipeline.database, &pipeline.workers);
+    let normalizer = muster_normalizer::worker(worker_settings, muster_infra::db::pool(database)?);
     tokio::spawn(normalizer.run(app.shutdown_token()));
-    let hierarchy = muster_hierarchy::worker(&worker_settings, muster_infra::db::pool(&database)?);
+    let hierarchy = muster_hierarchy::worker(worker_settings, muster_infra::db::pool(database)?);
     tokio::spawn(hierarchy.run(app.shutdown_token()));
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
@@ -170,12 +144,7 @@ async fn main() -> anyhow::Result<()> {
     .bind(app.tenant.id)
     .fetch_one(&app.db.pool)
     .await?;
-    app.shutdown_token().cancel();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let connection = muster_infra::amqp::connect(&amqp).await?;
-    let channel = connection.create_channel().await?;
-    teardown_on(&channel, &names, &WorkerSettings::default().retry_delays_ms).await;
-    let _ = connection.close(200, "bench done".into()).await;
+    pipeline.stop().await?;
 
     let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
     println!("members: {members}, depth: {depth}, connections: {connections}");
