@@ -172,11 +172,11 @@ impl System {
 
 fn notifier_settings(workers: &muster_normalizer::Settings, smtp_port: u16) -> muster_notifier::Settings {
     muster_notifier::Settings {
-        database: workers.database.clone(),
-        amqp: workers.amqp.clone(),
-        http: workers.http.clone(),
-        telemetry: test_telemetry(),
-        worker: fast_settings(),
+        service: muster_infra::worker::WorkerServiceSettings {
+            telemetry: test_telemetry(),
+            worker: fast_settings(),
+            ..workers.clone()
+        },
         smtp: muster_notifier::SmtpSettings {
             host: "127.0.0.1".into(),
             port: smtp_port,

@@ -48,11 +48,7 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
     let assignments = muster_assignments::worker(&assignments_settings, pool.clone());
     let assignments_listener = bind_ops("assignments", args.assignments_addr).await?;
     let notifier_settings = muster_notifier::Settings {
-        database: settings.database.clone(),
-        amqp: settings.amqp.clone(),
-        http: HttpSettings { addr: args.notifier_addr },
-        telemetry: settings.telemetry.clone(),
-        worker: settings.worker.clone(),
+        service: worker_settings(&settings, args.notifier_addr),
         smtp: settings.smtp.clone(),
         notifier: settings.notifier.clone(),
     };

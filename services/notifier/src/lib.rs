@@ -22,8 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use muster_contracts::topology::NOTIFIER;
-use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
-use muster_infra::worker::{Worker, WorkerServiceSettings, WorkerSettings};
+use muster_infra::worker::{Worker, WorkerServiceSettings};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -89,28 +88,14 @@ impl NotifierOptions {
     }
 }
 
-/// The notifier's settings.
+/// The notifier's settings: a worker service's (`database`, `amqp`, `http`, `telemetry`,
+/// `worker`), plus `smtp` and `notifier`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
-    pub database: DatabaseSettings,
-    pub amqp: AmqpSettings,
-    pub http: HttpSettings,
-    pub telemetry: TelemetrySettings,
-    pub worker: WorkerSettings,
+    #[serde(flatten)]
+    pub service: WorkerServiceSettings,
     pub smtp: SmtpSettings,
     pub notifier: NotifierOptions,
-}
-
-impl Settings {
-    fn worker_service(&self) -> WorkerServiceSettings {
-        WorkerServiceSettings {
-            database: self.database.clone(),
-            amqp: self.amqp.clone(),
-            http: self.http.clone(),
-            telemetry: self.telemetry.clone(),
-            worker: self.worker.clone(),
-        }
-    }
 }
 
 /// What time it is for the notifier: the system clock in production, a hand-moved one in tests
@@ -138,7 +123,7 @@ impl Clock {
 /// The trigger: `member.placed` → items of managers' digests.
 pub fn worker(settings: &Settings, pool: PgPool, clock: Clock) -> Worker<trigger::Trigger> {
     let handler = trigger::Trigger::new(pool, settings.notifier.clone(), clock);
-    settings.worker_service().batching().worker(SERVICE, NOTIFIER, handler)
+    settings.service.batching().worker(SERVICE, NOTIFIER, handler)
 }
 
 /// The dispatcher: due digests → e-mails.
@@ -149,14 +134,30 @@ pub fn dispatcher(settings: &Settings, pool: PgPool, clock: Clock) -> anyhow::Re
 
 /// Runs the trigger, the dispatcher and the health endpoints until `shutdown`.
 pub async fn run(settings: Settings, clock: Clock, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = muster_infra::db::pool(&settings.database)?;
-    let listener = tokio::net::TcpListener::bind(settings.http.addr)
+    let pool = muster_infra::db::pool(&settings.service.database)?;
+    let listener = tokio::net::TcpListener::bind(settings.service.http.addr)
         .await
-        .with_context(|| format!("binding the notifier health listener on {}", settings.http.addr))?;
+        .with_context(|| format!("binding the notifier health listener on {}", settings.service.http.addr))?;
     let dispatcher = dispatcher(&settings, pool.clone(), clock.clone())?;
     let dispatching = tokio::spawn(dispatcher.run(shutdown.clone()));
     let result = worker(&settings, pool.clone(), clock).run_with_ops(pool, listener, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), dispatching).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_defaults_load_with_the_worker_service_settings_flattened() {
+        let layers = [DEFAULTS, NOTIFIER_DEFAULTS, muster_infra::worker::WORKER_DEFAULTS];
+        let settings: Settings = muster_infra::config::load_layers(&layers).unwrap();
+        assert_eq!(settings.service.http.addr.port(), 8086);
+        assert_eq!(settings.service.worker.batch_prefetch, 256);
+        assert_eq!(settings.service.worker.retry_delays_ms, [1_000, 5_000, 30_000, 120_000]);
+        assert_eq!(settings.smtp.port, 1025);
+        assert_eq!(settings.notifier.claim_batch, 20);
+    }
 }

@@ -4,7 +4,7 @@ use muster_notifier::{Clock, DEFAULTS, NOTIFIER_DEFAULTS, Settings};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = muster_infra::config::load_layers(&[DEFAULTS, NOTIFIER_DEFAULTS, WORKER_DEFAULTS])?;
-    let _telemetry = muster_infra::telemetry::init("notifier", &settings.telemetry)?;
+    let _telemetry = muster_infra::telemetry::init("notifier", &settings.service.telemetry)?;
     let shutdown = muster_infra::shutdown::on_signals();
     if let Err(err) = muster_notifier::run(settings, Clock::system(), shutdown).await {
         tracing::error!(error = format!("{err:#}"), "notifier stopped");
