@@ -124,8 +124,7 @@ pub async fn list(
             "manager_resolution '{r}' is not one of resolved, pending, ambiguous, cycle, none"
         )));
     }
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let offset = params.offset.unwrap_or(0).max(0);
+    let (limit, offset) = page(params.limit, params.offset);
     let filter = "where m.tenant_id = $1 and ($2::text is null or m.status = $2)
                   and ($3::text is null or coalesce(h.resolution, 'none') = $3)";
     let rows = sqlx::query_as::<_, MemberRow>(&format!(
@@ -157,6 +156,11 @@ pub(crate) async fn load(state: &AppState, tenant: Uuid, user: Uuid) -> Result<O
         .bind(user)
         .fetch_optional(&state.pool)
         .await?)
+}
+
+/// A list request's page: `limit` clamped to 1–1000 (100 when absent), `offset` at least 0.
+pub(crate) fn page(limit: Option<i64>, offset: Option<i64>) -> (i64, i64) {
+    (limit.unwrap_or(100).clamp(1, 1000), offset.unwrap_or(0).max(0))
 }
 
 pub(crate) fn no_member(id: &str) -> Problem {
@@ -293,4 +297,16 @@ pub async fn provisioning_log(
         .map(|r| json!({"id": r.id, "scim_user_id": r.scim_user_id, "action": r.action, "reason": r.detail, "at": r.created_at}))
         .collect();
     Ok(Json(json!({"entries": entries})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    #[test]
+    fn a_page_is_clamped_to_what_the_api_serves() {
+        assert_eq!(page(None, None), (100, 0));
+        assert_eq!(page(Some(0), Some(-5)), (1, 0));
+        assert_eq!(page(Some(5_000), Some(7)), (1_000, 7));
+    }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::members::tenant_of;
+use crate::members::{page, tenant_of};
 use crate::problem::Problem;
 
 const STATES: [&str; 5] = ["scheduled", "sending", "sent", "skipped", "failed"];
@@ -54,8 +54,7 @@ pub async fn list(
     {
         return Err(Problem::bad_request(format!("state '{s}' is not one of {}", STATES.join(", "))));
     }
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let offset = params.offset.unwrap_or(0).max(0);
+    let (limit, offset) = page(params.limit, params.offset);
     let rows: Vec<Value> = sqlx::query_scalar(&format!(
         "{SELECT} where n.tenant_id = $1 and ($2::text is null or n.state = $2)
          order by n.created_at desc, n.id desc limit $3 offset $4"

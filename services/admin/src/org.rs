@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::members::{MEMBER_SELECT, MemberRow, load, member_json, no_member, tenant_of};
+use crate::members::{MEMBER_SELECT, MemberRow, load, member_json, no_member, page, tenant_of};
 use crate::problem::Problem;
 
 /// The deepest `/org-tree` nests; below it, nodes carry counts only.
@@ -41,8 +41,7 @@ pub async fn reports(
     let tenant = tenant_of(principal)?;
     let Query(params) = params.map_err(Problem::bad_query)?;
     let manager = existing(&state, tenant, &id).await?;
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let offset = params.offset.unwrap_or(0).max(0);
+    let (limit, offset) = page(params.limit, params.offset);
     let rows: Vec<MemberRow> = sqlx::query_as(&format!(
         "{MEMBER_SELECT} where m.tenant_id = $1 and h.manager_id = $2
          order by m.profile->>'family_name', m.profile->>'given_name', m.scim_user_id limit $3 offset $4"
