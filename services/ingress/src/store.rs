@@ -175,13 +175,16 @@ pub async fn write_group_with_events(
     events: &[EventEnvelope],
 ) -> sqlx::Result<ResourceRow> {
     // `$3` is `at`; a new document's columns follow it.
-    let set = if doc.is_some() { "display_name = $4, external_id = $5, resource = $6," } else { "" };
+    let (set, params) = match doc {
+        Some(_) => ("display_name = $4, external_id = $5, resource = $6,", 6),
+        None => ("", 3),
+    };
     let statement = outbox::with_events(
         &format!(
             "update scim.groups set {set} version = version + 1, updated_at = $3
              where tenant_id = $1 and id = $2 returning {COLUMNS}"
         ),
-        if doc.is_some() { 6 } else { 3 },
+        params,
     );
     let mut query = sqlx::query_as::<_, ResourceRow>(&statement).bind(tenant).bind(id).bind(at);
     if let Some(doc) = doc {
