@@ -26,6 +26,9 @@ impl From<sqlx::Error> for ApiError {
             }
             _ => {}
         }
+        if muster_infra::db::is_unstorable_text(&err) {
+            return ApiError(ScimError::invalid_value("a value holds the character U+0000, which cannot be stored"));
+        }
         if muster_infra::db::is_unavailable(&err) {
             tracing::error!(error = %err, "database unavailable");
             return ApiError(ScimError::unavailable());

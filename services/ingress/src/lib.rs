@@ -89,15 +89,20 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// SCIM tokens already checked: the company and whether it accepts provisioning.
     pub tokens: Arc<TokenCache<(Uuid, bool)>>,
+    /// Where `POST /Users` hands its user to be written.
+    pub user_inserts: users::UserInserts,
 }
 
-/// The whole HTTP surface: `/scim/v2/…` plus `/healthz`, `/readyz`, `/metrics`.
+/// The whole HTTP surface: `/scim/v2/…` plus `/healthz`, `/readyz`, `/metrics`. Starts the
+/// ingress's writers on the current runtime.
 pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
     // Half the pool at most waits warm; the rest stays for readiness and token checks.
     let keep = (pool.options().get_max_connections() / 2).max(1) as usize;
+    let db = WarmPool::new(pool.clone(), keep);
     let state = AppState {
         pool: pool.clone(),
-        db: WarmPool::new(pool.clone(), keep),
+        user_inserts: users::user_inserts(db.clone()),
+        db,
         limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
         tokens: TokenCache::new(&pool),
         scim: Arc::new(scim),

@@ -63,10 +63,16 @@ fn text(doc: &Value, key: &str) -> Option<String> {
     doc.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// The insert of a user at version 1, created at `$7`.
-const INSERT_USER: &str =
+/// The insert of users at version 1, each created at its `at`, in the order given; a user
+/// whose `userName` is taken (by a stored user or one earlier in the same insert) is left out.
+const INSERT_USERS: &str =
     "insert into scim.users (tenant_id, id, user_name, external_id, active, resource, created_at, updated_at)
-     values ($1, $2, $3, $4, $5, $6, $7, $7) returning id, resource, version, created_at, updated_at";
+     select i.tenant_id, i.id, i.user_name, i.external_id, i.active, i.resource, i.at, i.at
+     from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::jsonb[], $7::timestamptz[])
+          with ordinality as i(tenant_id, id, user_name, external_id, active, resource, at, n)
+     order by i.n
+     on conflict do nothing
+     returning id, version, created_at, updated_at";
 
 /// The groups of user `r` as `[[id, displayName], …]`, a column to select along with it.
 const USER_GROUPS: &str =
@@ -96,19 +102,57 @@ pub async fn insert_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid, doc: 
     .await
 }
 
-/// Inserts a new user at version 1, created at `at`, with `events`, in one statement (no
-/// transaction to open and commit: Entra's initial sync is mostly this).
-pub async fn insert_user_with_events(
+/// A user to create, with the events of its creation.
+#[derive(Debug)]
+pub struct NewUser {
+    pub tenant: Uuid,
+    pub id: Uuid,
+    pub doc: Value,
+    pub at: DateTime<Utc>,
+    pub events: Vec<EventEnvelope>,
+    /// The trace of the request that creates it.
+    pub traceparent: String,
+}
+
+/// What the insert of a user wrote besides its document.
+#[derive(Debug, Clone, FromRow)]
+pub struct Inserted {
+    pub id: Uuid,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Inserted {
+    /// The stored user: `doc` is the document it was inserted with.
+    pub fn row(self, doc: Value) -> ResourceRow {
+        let Inserted { id, version, created_at, updated_at } = self;
+        ResourceRow { id, resource: doc, version, created_at, updated_at, groups: None }
+    }
+}
+
+/// Inserts `users` with their events in one statement (no transaction to open and commit:
+/// Entra's initial sync is mostly this), and returns those inserted by id. A user left out
+/// has a `userName` already taken; its events are not appended.
+pub async fn insert_users_with_events(
     executor: impl PgExecutor<'_>,
-    tenant: Uuid,
-    id: Uuid,
-    doc: &Value,
-    at: DateTime<Utc>,
-    events: &[EventEnvelope],
-) -> sqlx::Result<ResourceRow> {
-    let statement = outbox::with_events(INSERT_USER, 7);
-    let query = bind_user(sqlx::query_as(&statement), tenant, id, doc).bind(at);
-    outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_one(executor).await
+    users: &[NewUser],
+) -> sqlx::Result<HashMap<Uuid, Inserted>> {
+    let mut events = outbox::Columns::default();
+    for user in users {
+        events.push(&user.events, &user.traceparent)?;
+    }
+    let statement = outbox::with_events_of_written(INSERT_USERS, 7);
+    let query = sqlx::query_as::<_, Inserted>(&statement)
+        .bind(users.iter().map(|u| u.tenant).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.id).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| text(&u.doc, "userName").unwrap_or_default()).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| text(&u.doc, "externalId")).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.doc.get("active").and_then(Value::as_bool).unwrap_or(true)).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| &u.doc).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.at).collect::<Vec<_>>());
+    let inserted = events.bind(query).fetch_all(executor).await?;
+    Ok(inserted.into_iter().map(|i| (i.id, i)).collect())
 }
 
 /// Reads a user with its groups (see [`ResourceRow::groups`]) in one round trip; with `lock`,
@@ -144,10 +188,10 @@ pub async fn update_user_at_version(
 ) -> sqlx::Result<Option<ResourceRow>> {
     let statement = outbox::with_events(UPDATE_USER_AT_VERSION, 8);
     let query = bind_user(sqlx::query_as(&statement), tenant, id, doc).bind(at).bind(expected);
-    outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_optional(executor).await
+    outbox::Columns::of(events, &current_traceparent())?.bind(query).fetch_optional(executor).await
 }
 
-/// Binds `$1`–`$6` of a user's insert or update: tenant, id, and the columns kept from `doc`.
+/// Binds `$1`–`$6` of a user's update: tenant, id, and the columns kept from `doc`.
 fn bind_user<'q>(
     query: QueryAs<'q, Postgres, ResourceRow, PgArguments>,
     tenant: Uuid,
@@ -190,7 +234,7 @@ pub async fn write_group_with_events(
     if let Some(doc) = doc {
         query = query.bind(text(doc, "displayName").unwrap_or_default()).bind(text(doc, "externalId")).bind(doc);
     }
-    outbox::Columns::of(events)?.bind(query, &current_traceparent()).fetch_one(conn).await
+    outbox::Columns::of(events, &current_traceparent())?.bind(query).fetch_one(conn).await
 }
 
 /// Reads a resource; with `lock`, holds its row until the transaction ends, so concurrent

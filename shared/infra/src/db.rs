@@ -266,6 +266,15 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
 }
 
+/// Whether a database error refused a text it cannot store: PostgreSQL's text and `jsonb`
+/// hold no U+0000 (SQLSTATE 22021 in text, 22P05 in `jsonb`), though JSON may carry it.
+pub fn is_unstorable_text(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("22021" | "22P05")),
+        _ => false,
+    }
+}
+
 /// The name of the constraint a database error violated, if any.
 pub fn violated_constraint(err: &sqlx::Error) -> Option<String> {
     match err {

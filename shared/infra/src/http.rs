@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -48,7 +48,11 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-        let builder = PrometheusBuilder::new().set_buckets(&buckets).unwrap_or_else(|_| PrometheusBuilder::new());
+        let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full("write_batch_size".into()), &sizes))
+            .unwrap_or_else(|_| PrometheusBuilder::new());
         match builder.install_recorder() {
             Ok(handle) => {
                 let upkeep = handle.clone();

@@ -12,5 +12,6 @@ pub mod telemetry;
 pub mod tenancy;
 pub mod token_cache;
 pub mod worker;
+pub mod write_batch;
 
 pub use db::MIGRATOR;

@@ -12,8 +12,8 @@ pub async fn append(conn: &mut PgConnection, events: &[EventEnvelope], tracepare
     if events.is_empty() {
         return Ok(());
     }
-    let columns = Columns::of(events)?;
-    columns.bind(sqlx::query(&insert_statement(1, "")), traceparent).execute(conn).await?;
+    let columns = Columns::of(events, traceparent)?;
+    columns.bind(sqlx::query(&insert_statement(1, ""))).execute(conn).await?;
     Ok(())
 }
 
@@ -24,9 +24,20 @@ pub async fn append(conn: &mut PgConnection, events: &[EventEnvelope], tracepare
 /// has no events). Bind `write`'s parameters, then the events' with [`Columns::bind`]; the
 /// statement returns what `write` returns.
 pub fn with_events(write: &str, params: usize) -> String {
+    with_events_where(write, params, "where exists (select from written)")
+}
+
+/// [`with_events`] for a write of several entities (`write` returns their `id`s): the events
+/// of the entities written are appended, those of the others (say, refused by an
+/// `on conflict do nothing`) are not.
+pub fn with_events_of_written(write: &str, params: usize) -> String {
+    with_events_where(write, params, "where e.entity_id in (select id::text from written)")
+}
+
+fn with_events_where(write: &str, params: usize, condition: &str) -> String {
     format!(
         "with written as ({write}), appended as ({}) select * from written",
-        insert_statement(params + 1, "where exists (select from written)")
+        insert_statement(params + 1, condition)
     )
 }
 
@@ -37,21 +48,22 @@ fn insert_statement(first: usize, condition: &str) -> String {
     let p = |n: usize| format!("${}", first + n);
     format!(
         "insert into scim.outbox (event_id, tenant_id, routing_key, entity_id, version, envelope, traceparent)
-         select e.event_id, e.tenant_id, e.routing_key, e.entity_id, e.version, e.envelope, {}
-         from unnest({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::bigint[], {}::jsonb[])
-              with ordinality as e(event_id, tenant_id, routing_key, entity_id, version, envelope, n)
+         select e.event_id, e.tenant_id, e.routing_key, e.entity_id, e.version, e.envelope, e.traceparent
+         from unnest({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::bigint[], {}::jsonb[], {}::text[])
+              with ordinality as e(event_id, tenant_id, routing_key, entity_id, version, envelope, traceparent, n)
          {condition} order by e.n",
-        p(6),
         p(0),
         p(1),
         p(2),
         p(3),
         p(4),
-        p(5)
+        p(5),
+        p(6)
     )
 }
 
 /// Events as the outbox insert's parameters.
+#[derive(Default)]
 pub struct Columns {
     event_ids: Vec<uuid::Uuid>,
     tenant_ids: Vec<uuid::Uuid>,
@@ -59,32 +71,34 @@ pub struct Columns {
     entity_ids: Vec<String>,
     versions: Vec<i64>,
     envelopes: Vec<serde_json::Value>,
+    /// The trace each event continues: a batch's events come from several requests.
+    traceparents: Vec<String>,
 }
 
 impl Columns {
-    /// The parameters of `events`.
-    pub fn of(events: &[EventEnvelope]) -> sqlx::Result<Columns> {
-        let mut c = Columns {
-            event_ids: Vec::with_capacity(events.len()),
-            tenant_ids: Vec::with_capacity(events.len()),
-            routing_keys: Vec::with_capacity(events.len()),
-            entity_ids: Vec::with_capacity(events.len()),
-            versions: Vec::with_capacity(events.len()),
-            envelopes: Vec::with_capacity(events.len()),
-        };
-        for e in events {
-            c.event_ids.push(e.event_id);
-            c.tenant_ids.push(e.tenant_id);
-            c.routing_keys.push(e.kind.routing_key());
-            c.entity_ids.push(e.entity_id.clone());
-            c.versions.push(e.version);
-            c.envelopes.push(serde_json::to_value(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?);
-        }
+    /// The parameters of `events`, all of them continuing the trace `traceparent`.
+    pub fn of(events: &[EventEnvelope], traceparent: &str) -> sqlx::Result<Columns> {
+        let mut c = Columns::default();
+        c.push(events, traceparent)?;
         Ok(c)
     }
 
-    /// Binds the events' parameters (and `traceparent`) after those `query` has.
-    pub fn bind<'q, Q: Bind<'q>>(self, query: Q, traceparent: &str) -> Q {
+    /// Adds `events`, continuing the trace `traceparent`.
+    pub fn push(&mut self, events: &[EventEnvelope], traceparent: &str) -> sqlx::Result<()> {
+        for e in events {
+            self.event_ids.push(e.event_id);
+            self.tenant_ids.push(e.tenant_id);
+            self.routing_keys.push(e.kind.routing_key());
+            self.entity_ids.push(e.entity_id.clone());
+            self.versions.push(e.version);
+            self.envelopes.push(serde_json::to_value(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?);
+            self.traceparents.push(traceparent.to_string());
+        }
+        Ok(())
+    }
+
+    /// Binds the events' parameters after those `query` has.
+    pub fn bind<'q, Q: Bind<'q>>(self, query: Q) -> Q {
         query
             .bind_value(self.event_ids)
             .bind_value(self.tenant_ids)
@@ -92,7 +106,7 @@ impl Columns {
             .bind_value(self.entity_ids)
             .bind_value(self.versions)
             .bind_value(self.envelopes)
-            .bind_value(traceparent.to_string())
+            .bind_value(self.traceparents)
     }
 }
 

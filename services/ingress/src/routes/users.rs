@@ -10,8 +10,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use muster_contracts::EventKind;
 use muster_contracts::events::MembersChanged;
+use muster_infra::db::WarmPool;
 use muster_infra::outbox;
 use muster_infra::telemetry::current_traceparent;
+use muster_infra::write_batch::WriteBatcher;
 use muster_scim::ScimError;
 use muster_scim::patch::{apply_patch, parse_patch_request};
 use muster_scim::resource::normalize_resource;
@@ -26,7 +28,7 @@ use crate::auth::TenantId;
 use crate::error::ApiError;
 use crate::extract::{BaseUrl, ScimBody, check_if_match};
 use crate::render::{event, groups_json, render, resource_response};
-use crate::store::{self, ResourceRow};
+use crate::store::{self, NewUser, ResourceRow};
 
 const KIND: ResourceKind = ResourceKind::User;
 
@@ -34,7 +36,8 @@ fn count_write(op: &'static str) {
     metrics::counter!("scim_writes_total", "resource" => "User", "op" => op).increment(1);
 }
 
-/// `POST /Users`.
+/// `POST /Users`: the user is written together with the other creations that arrive while
+/// the previous ones are being written (see [`UserInserts`]).
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -46,12 +49,80 @@ pub async fn create(
     let id = Uuid::now_v7();
     tracing::Span::current().record("user_id", tracing::field::display(id));
     let at = Utc::now();
-    let events = [event(tenant, EventKind::ScimUserUpserted, id, 1, at)];
-    let mut conn = state.db.acquire().await?;
-    let row = store::insert_user_with_events(&mut *conn, tenant, id, &doc, at, &events).await?;
-    conn.release();
+    let events = vec![event(tenant, EventKind::ScimUserUpserted, id, 1, at)];
+    let user = NewUser { tenant, id, doc, at, events, traceparent: current_traceparent() };
+    let Some((user, outcome)) = state.user_inserts.submit(user).await else {
+        tracing::error!("no writer answered the creation of a user");
+        return Err(ScimError::unavailable().into());
+    };
+    let inserted = match outcome {
+        Insert::Written(inserted) => inserted,
+        Insert::Taken => return Err(taken()),
+        // The batch failed as a whole: alone, this user either gets in or gets its own error.
+        Insert::Failed => {
+            let mut conn = state.db.acquire().await?;
+            let mut written = store::insert_users_with_events(&mut *conn, std::slice::from_ref(&user)).await?;
+            conn.release();
+            written.remove(&id).ok_or_else(taken)?
+        }
+    };
     count_write("create");
+    let row = inserted.row(user.doc);
     Ok(resource_response(StatusCode::CREATED, &render(user_type(), &row, &base, None), row.version))
+}
+
+fn taken() -> ApiError {
+    ApiError(ScimError::uniqueness("a User with this userName already exists"))
+}
+
+/// How many creations one statement writes at most, and how many such statements run at once.
+const INSERT_BATCH_MAX: usize = 64;
+const INSERT_BATCHES_IN_FLIGHT: usize = 2;
+
+/// What became of a user handed to [`UserInserts`].
+#[derive(Debug)]
+pub enum Insert {
+    Written(store::Inserted),
+    /// Its `userName` is taken: nothing was written.
+    Taken,
+    /// The batch it was in failed; nothing of the batch was written.
+    Failed,
+}
+
+/// The writer of `POST /Users`: concurrent creations share a statement and a commit.
+pub type UserInserts = WriteBatcher<NewUser, (NewUser, Insert)>;
+
+/// Starts the writers of [`UserInserts`] on the current runtime.
+pub fn user_inserts(db: WarmPool) -> UserInserts {
+    WriteBatcher::spawn("user_inserts", INSERT_BATCH_MAX, INSERT_BATCHES_IN_FLIGHT, move |users: Vec<NewUser>| {
+        let db = db.clone();
+        async move {
+            let written = insert_batch(&db, &users).await;
+            users
+                .into_iter()
+                .map(|user| {
+                    let outcome = match &written {
+                        Ok(written) => written.get(&user.id).cloned().map_or(Insert::Taken, Insert::Written),
+                        Err(()) => Insert::Failed,
+                    };
+                    (user, outcome)
+                })
+                .collect()
+        }
+    })
+}
+
+#[tracing::instrument(skip_all, fields(users = users.len()))]
+async fn insert_batch(db: &WarmPool, users: &[NewUser]) -> Result<HashMap<Uuid, store::Inserted>, ()> {
+    let written = async {
+        let mut conn = db.acquire().await?;
+        let written = store::insert_users_with_events(&mut *conn, users).await?;
+        conn.release();
+        Ok::<_, sqlx::Error>(written)
+    };
+    written.await.map_err(|error| {
+        tracing::warn!(%error, users = users.len(), "a batch of user creations failed; each is tried alone");
+    })
 }
 
 /// `GET /Users/{id}`.

@@ -83,3 +83,58 @@ async fn parallel_patches_of_one_user_each_land_once_with_their_own_version() {
     }
     assert_eq!(event_versions(&app, &id).await, (1..=15).collect::<Vec<i64>>(), "one event per version, in order");
 }
+
+#[tokio::test]
+async fn parallel_creates_share_statements_and_each_gets_its_own_user_and_event() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let names: Vec<String> = (0..48).map(|i| format!("crowd{i}@contoso.com")).collect();
+    let answers = join_all(names.iter().map(|name| {
+        let scim = scim.clone();
+        async move { scim.post("/Users", &user_body(name)).await }
+    }))
+    .await;
+    for (name, answer) in names.iter().zip(&answers) {
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        assert_eq!(answer.body["userName"], name.as_str(), "an answer carries its own user");
+        let id = answer.body["id"].as_str().unwrap();
+        assert_eq!(scim.get(&format!("/Users/{id}")).await.body["userName"], name.as_str());
+        assert_eq!(event_versions(&app, id).await, [1], "one event per user, its own");
+    }
+    let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(events, 48);
+
+    let metrics = app.http.get(format!("{}/metrics", app.base_url())).send().await.unwrap().text().await.unwrap();
+    let sample = |series: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let single = sample("write_batch_size_bucket{batch=\"user_inserts\",le=\"1\"}");
+    let batches = sample("write_batch_size_count{batch=\"user_inserts\"}");
+    assert!(single < batches, "some creations shared a statement: {single} of {batches} batches held one");
+}
+
+#[tokio::test]
+async fn a_create_the_database_refuses_fails_alone() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let mut bodies: Vec<Value> = (0..24).map(|i| user_body(&format!("fine{i}@contoso.com"))).collect();
+    // Valid JSON, but PostgreSQL stores no U+0000: the statement it shares with the others fails.
+    bodies[12]["displayName"] = json!("nul\u{0}here");
+    let answers = join_all(bodies.iter().map(|body| {
+        let scim = scim.clone();
+        async move { scim.post("/Users", body).await }
+    }))
+    .await;
+    for (i, answer) in answers.iter().enumerate() {
+        if i == 12 {
+            assert_eq!(answer.status, 400, "{}", answer.text);
+            assert_eq!(answer.body["scimType"], "invalidValue");
+        } else {
+            assert_eq!(answer.status, 201, "{}", answer.text);
+        }
+    }
+    assert_eq!(scim.get("/Users").await.body["totalResults"], 23);
+    let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.unwrap();
+    assert_eq!(events, 23, "no event for the refused user");
+}
