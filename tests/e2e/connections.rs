@@ -132,6 +132,31 @@ async fn a_warm_connection_the_database_dropped_while_it_waited_is_not_used() {
 }
 
 #[tokio::test]
+async fn a_request_handed_a_connection_while_the_pool_opens_another_lets_that_one_open() {
+    let (proxy, settings) = database_behind_a_proxy(4).await;
+    let pool = muster_infra::db::pool(&settings).unwrap();
+    let warm = WarmPool::new(pool.clone(), 1);
+    let mut held = warm.acquire().await.unwrap();
+    let pid = backend(&mut held).await;
+    // The request that waits next races a handed connection against the pool's, which is
+    // still being opened when the handed one comes.
+    proxy.delay_connects(std::time::Duration::from_millis(300));
+    let waiting = tokio::spawn({
+        let warm = warm.clone();
+        async move { backend(&mut warm.acquire().await.unwrap()).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    held.release();
+    assert_eq!(waiting.await.unwrap(), pid, "the waiting request took the released connection");
+    // The connection being opened is not thrown away half-open (under load, that was a storm
+    // of connections opened and closed at once): it joins the pool.
+    eventually(std::time::Duration::from_secs(3), "the second connection open and idle in the pool", || async {
+        (pool.size() == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_quiet_warm_pool_gives_its_connections_back_to_the_pool() {
     let (_app, pool, warm) = warm_pool_of_a_test_app(2).await;
     let mut conn = warm.acquire().await.unwrap();

@@ -158,11 +158,28 @@ impl WarmPool {
         drop(stale);
         let (connection, warm_since, from) = match taken {
             Ok(parked) => (parked.connection, parked.warm_since, "parked"),
-            Err(offered) => tokio::select! {
-                biased;
-                Ok((connection, warm_since)) = offered => (connection, warm_since, "handed"),
-                acquired = self.pool.acquire() => (acquired?, Instant::now(), "pool"),
-            },
+            Err(offered) => {
+                // The pool's acquire runs on a task of its own: when a handed connection comes
+                // first, a connection the pool is opening meanwhile must not be dropped half-open
+                // (cancelled, sqlx closes it — under load the ingress opened and closed hundreds
+                // a second, PostgreSQL forking a backend for each). It goes to the next request.
+                let (answer, answered) = oneshot::channel();
+                let (pool, parked) = (self.pool.clone(), self.parked.clone());
+                tokio::spawn(async move {
+                    if let Err(Ok(connection)) = answer.send(pool.acquire().await) {
+                        WarmConnection { connection, warm_since: Instant::now(), parked }.release();
+                    }
+                });
+                tokio::select! {
+                    biased;
+                    Ok((connection, warm_since)) = offered => (connection, warm_since, "handed"),
+                    acquired = answered => match acquired {
+                        Ok(acquired) => (acquired?, Instant::now(), "pool"),
+                        // The runtime is shutting down.
+                        Err(_) => return Err(sqlx::Error::PoolClosed),
+                    },
+                }
+            }
         };
         metrics::counter!("db_connections_lent_total", "from" => from).increment(1);
         Ok(WarmConnection { connection, warm_since, parked: self.parked.clone() })
