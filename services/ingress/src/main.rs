@@ -1,3 +1,7 @@
+// glibc's malloc took a fifth of the ingress's CPU under load (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use muster_ingress::{DEFAULTS, SCIM_DEFAULTS, Settings};
 
 #[tokio::main]
