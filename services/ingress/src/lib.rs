@@ -90,7 +90,9 @@ pub struct AppState {
     /// SCIM tokens already checked: the company and whether it accepts provisioning.
     pub tokens: Arc<TokenCache<(Uuid, bool)>>,
     /// Where `POST /Users` hands its user to be written.
-    pub user_inserts: users::UserInserts,
+    pub user_inserts: users::UserWrites,
+    /// Where `PUT`/`PATCH /Users` hand the next version of a user to be written.
+    pub user_updates: users::UserWrites,
 }
 
 /// The whole HTTP surface: `/scim/v2/…` plus `/healthz`, `/readyz`, `/metrics`. Starts the
@@ -101,7 +103,8 @@ pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
     let db = WarmPool::new(pool.clone(), keep);
     let state = AppState {
         pool: pool.clone(),
-        user_inserts: users::user_inserts(db.clone()),
+        user_inserts: users::UserWrites::spawn(db.clone(), store::UserStatement::Insert),
+        user_updates: users::UserWrites::spawn(db.clone(), store::UserStatement::Update),
         db,
         limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
         tokens: TokenCache::new(&pool),

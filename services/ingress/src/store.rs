@@ -12,8 +12,6 @@ use muster_scim::ScimError;
 use muster_scim::filter::Filter;
 use muster_scim::schema::{ResourceKind, ResourceType};
 use serde_json::Value;
-use sqlx::postgres::PgArguments;
-use sqlx::query::QueryAs;
 use sqlx::{FromRow, PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -63,29 +61,16 @@ fn text(doc: &Value, key: &str) -> Option<String> {
     doc.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// The insert of users at version 1, each created at its `at`, in the order given; a user
-/// whose `userName` is taken (by a stored user or one earlier in the same insert) is left out.
-const INSERT_USERS: &str =
-    "insert into scim.users (tenant_id, id, user_name, external_id, active, resource, created_at, updated_at)
-     select i.tenant_id, i.id, i.user_name, i.external_id, i.active, i.resource, i.at, i.at
-     from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::jsonb[], $7::timestamptz[])
-          with ordinality as i(tenant_id, id, user_name, external_id, active, resource, at, n)
-     order by i.n
-     on conflict do nothing
-     returning id, version, created_at, updated_at";
+/// The columns of the users written by [`write_users`], from `$1`–`$8`.
+const USERS_INPUT: &str =
+    "unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::jsonb[], $7::timestamptz[], $8::bigint[])
+          with ordinality as i(tenant_id, id, user_name, external_id, active, resource, at, version, n)";
 
 /// The groups of user `r` as `[[id, displayName], …]`, a column to select along with it.
 const USER_GROUPS: &str =
     ", (select coalesce(jsonb_agg(jsonb_build_array(g.id, g.display_name) order by g.display_name), '[]'::jsonb)
         from scim.group_members gm join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
         where gm.tenant_id = r.tenant_id and gm.member_id = r.id) as groups";
-
-/// The update of a user's columns from `$3`–`$6` (see [`bind_user`]) at `$7`, only if it is
-/// still at version `$8`.
-const UPDATE_USER_AT_VERSION: &str =
-    "update scim.users set user_name = $3, external_id = $4, active = $5, resource = $6,
-            version = version + 1, updated_at = $7
-     where tenant_id = $1 and id = $2 and version = $8 returning id, resource, version, created_at, updated_at";
 
 /// Inserts a new group at version 1.
 pub async fn insert_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
@@ -102,57 +87,94 @@ pub async fn insert_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid, doc: 
     .await
 }
 
-/// A user to create, with the events of its creation.
+/// A user's next version (its first, for a creation), with the events of the change.
 #[derive(Debug)]
-pub struct NewUser {
+pub struct UserWrite {
     pub tenant: Uuid,
     pub id: Uuid,
     pub doc: Value,
+    /// The version written: 1 for a creation, else one more than the version the change was
+    /// computed from (the write happens only if the user is still at that one).
+    pub version: i64,
     pub at: DateTime<Utc>,
     pub events: Vec<EventEnvelope>,
-    /// The trace of the request that creates it.
+    /// The trace of the request that makes the change.
     pub traceparent: String,
 }
 
-/// What the insert of a user wrote besides its document.
+/// How [`write_users`] writes.
+#[derive(Debug, Clone, Copy)]
+pub enum UserStatement {
+    /// New users; one whose `userName` is taken (by a stored user or one earlier in the same
+    /// statement) is left out.
+    Insert,
+    /// Stored users, each only if still at the version before the one written; a user at
+    /// another version (a concurrent write came first) or gone is left out.
+    Update,
+}
+
+impl UserStatement {
+    fn sql(self) -> String {
+        match self {
+            UserStatement::Insert => format!(
+                "insert into scim.users (tenant_id, id, user_name, external_id, active, resource, version, created_at, updated_at)
+                 select i.tenant_id, i.id, i.user_name, i.external_id, i.active, i.resource, i.version, i.at, i.at
+                 from {USERS_INPUT} order by i.n
+                 on conflict do nothing
+                 returning id, version, created_at, updated_at"
+            ),
+            UserStatement::Update => format!(
+                "update scim.users u set user_name = i.user_name, external_id = i.external_id, active = i.active,
+                        resource = i.resource, version = i.version, updated_at = i.at
+                 from {USERS_INPUT}
+                 where u.tenant_id = i.tenant_id and u.id = i.id and u.version = i.version - 1
+                 returning u.id, u.version, u.created_at, u.updated_at"
+            ),
+        }
+    }
+}
+
+/// What a write of a user stored besides its document.
 #[derive(Debug, Clone, FromRow)]
-pub struct Inserted {
+pub struct Stored {
     pub id: Uuid,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl Inserted {
-    /// The stored user: `doc` is the document it was inserted with.
+impl Stored {
+    /// The stored user: `doc` is the document it was written with.
     pub fn row(self, doc: Value) -> ResourceRow {
-        let Inserted { id, version, created_at, updated_at } = self;
+        let Stored { id, version, created_at, updated_at } = self;
         ResourceRow { id, resource: doc, version, created_at, updated_at, groups: None }
     }
 }
 
-/// Inserts `users` with their events in one statement (no transaction to open and commit:
-/// Entra's initial sync is mostly this), and returns those inserted by id. A user left out
-/// has a `userName` already taken; its events are not appended.
-pub async fn insert_users_with_events(
+/// Writes `users` with their events in one statement (no transaction to open and commit), and
+/// returns those written by id; the events of the others are not appended. At most one write
+/// per user: the caller sees to it.
+pub async fn write_users(
     executor: impl PgExecutor<'_>,
-    users: &[NewUser],
-) -> sqlx::Result<HashMap<Uuid, Inserted>> {
+    statement: UserStatement,
+    users: &[&UserWrite],
+) -> sqlx::Result<HashMap<Uuid, Stored>> {
     let mut events = outbox::Columns::default();
     for user in users {
         events.push(&user.events, &user.traceparent)?;
     }
-    let statement = outbox::with_events_of_written(INSERT_USERS, 7);
-    let query = sqlx::query_as::<_, Inserted>(&statement)
+    let sql = outbox::with_events_of_written(&statement.sql(), 8);
+    let query = sqlx::query_as::<_, Stored>(&sql)
         .bind(users.iter().map(|u| u.tenant).collect::<Vec<_>>())
         .bind(users.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(users.iter().map(|u| text(&u.doc, "userName").unwrap_or_default()).collect::<Vec<_>>())
         .bind(users.iter().map(|u| text(&u.doc, "externalId")).collect::<Vec<_>>())
         .bind(users.iter().map(|u| u.doc.get("active").and_then(Value::as_bool).unwrap_or(true)).collect::<Vec<_>>())
         .bind(users.iter().map(|u| &u.doc).collect::<Vec<_>>())
-        .bind(users.iter().map(|u| u.at).collect::<Vec<_>>());
-    let inserted = events.bind(query).fetch_all(executor).await?;
-    Ok(inserted.into_iter().map(|i| (i.id, i)).collect())
+        .bind(users.iter().map(|u| u.at).collect::<Vec<_>>())
+        .bind(users.iter().map(|u| u.version).collect::<Vec<_>>());
+    let written = events.bind(query).fetch_all(executor).await?;
+    Ok(written.into_iter().map(|w| (w.id, w)).collect())
 }
 
 /// Reads a user with its groups (see [`ResourceRow::groups`]) in one round trip; with `lock`,
@@ -172,39 +194,6 @@ pub async fn find_user_with_groups(
     .bind(id)
     .fetch_optional(executor)
     .await
-}
-
-/// Replaces a user's document, at `at`, with `events`, in one statement — if the user is
-/// still at version `expected`. `None`: it is not (another write came first) or it is gone;
-/// nothing was written.
-pub async fn update_user_at_version(
-    executor: impl PgExecutor<'_>,
-    tenant: Uuid,
-    id: Uuid,
-    doc: &Value,
-    expected: i64,
-    at: DateTime<Utc>,
-    events: &[EventEnvelope],
-) -> sqlx::Result<Option<ResourceRow>> {
-    let statement = outbox::with_events(UPDATE_USER_AT_VERSION, 8);
-    let query = bind_user(sqlx::query_as(&statement), tenant, id, doc).bind(at).bind(expected);
-    outbox::Columns::of(events, &current_traceparent())?.bind(query).fetch_optional(executor).await
-}
-
-/// Binds `$1`–`$6` of a user's update: tenant, id, and the columns kept from `doc`.
-fn bind_user<'q>(
-    query: QueryAs<'q, Postgres, ResourceRow, PgArguments>,
-    tenant: Uuid,
-    id: Uuid,
-    doc: &'q Value,
-) -> QueryAs<'q, Postgres, ResourceRow, PgArguments> {
-    query
-        .bind(tenant)
-        .bind(id)
-        .bind(text(doc, "userName").unwrap_or_default())
-        .bind(text(doc, "externalId"))
-        .bind(doc.get("active").and_then(Value::as_bool).unwrap_or(true))
-        .bind(doc)
 }
 
 /// Writes a group's next version, at `at`, with `events`, in one statement: its new document

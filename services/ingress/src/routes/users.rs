@@ -1,7 +1,7 @@
 //! `/Users`: Entra ID's users, kept as canonical documents; each accepted change appends a
 //! `scim.user.*` event in the same transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -19,7 +19,7 @@ use muster_scim::patch::{apply_patch, parse_patch_request};
 use muster_scim::resource::normalize_resource;
 use muster_scim::schema::{ResourceKind, user_type};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 use uuid::Uuid;
 
 use super::{get_resource, list_resources, not_found, parse_id};
@@ -28,7 +28,7 @@ use crate::auth::TenantId;
 use crate::error::ApiError;
 use crate::extract::{BaseUrl, ScimBody, check_if_match};
 use crate::render::{event, groups_json, render, resource_response};
-use crate::store::{self, NewUser, ResourceRow};
+use crate::store::{self, ResourceRow, UserStatement, UserWrite};
 
 const KIND: ResourceKind = ResourceKind::User;
 
@@ -37,7 +37,7 @@ fn count_write(op: &'static str) {
 }
 
 /// `POST /Users`: the user is written together with the other creations that arrive while
-/// the previous ones are being written (see [`UserInserts`]).
+/// the previous ones are being written (see [`UserWrites`]).
 #[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id))]
 pub async fn create(
     State(state): State<AppState>,
@@ -48,81 +48,115 @@ pub async fn create(
     let (doc, _) = normalize_resource(user_type(), &body)?;
     let id = Uuid::now_v7();
     tracing::Span::current().record("user_id", tracing::field::display(id));
-    let at = Utc::now();
-    let events = vec![event(tenant, EventKind::ScimUserUpserted, id, 1, at)];
-    let user = NewUser { tenant, id, doc, at, events, traceparent: current_traceparent() };
-    let Some((user, outcome)) = state.user_inserts.submit(user).await else {
-        tracing::error!("no writer answered the creation of a user");
-        return Err(ScimError::unavailable().into());
-    };
-    let inserted = match outcome {
-        Insert::Written(inserted) => inserted,
-        Insert::Taken => return Err(taken()),
-        // The batch failed as a whole: alone, this user either gets in or gets its own error.
-        Insert::Failed => {
-            let mut conn = state.db.acquire().await?;
-            let mut written = store::insert_users_with_events(&mut *conn, std::slice::from_ref(&user)).await?;
-            conn.release();
-            written.remove(&id).ok_or_else(taken)?
-        }
+    let user = user_write(tenant, id, doc, 1);
+    let (user, stored) = write_user(&state.db, &state.user_inserts, user).await?;
+    let Some(stored) = stored else {
+        return Err(ApiError(ScimError::uniqueness("a User with this userName already exists")));
     };
     count_write("create");
-    let row = inserted.row(user.doc);
+    let row = stored.row(user.doc);
     Ok(resource_response(StatusCode::CREATED, &render(user_type(), &row, &base, None), row.version))
 }
 
-fn taken() -> ApiError {
-    ApiError(ScimError::uniqueness("a User with this userName already exists"))
+/// A user's version `version`, with its event, made now in the current trace.
+fn user_write(tenant: Uuid, id: Uuid, doc: Value, version: i64) -> UserWrite {
+    let at = Utc::now();
+    let events = vec![event(tenant, EventKind::ScimUserUpserted, id, version, at)];
+    UserWrite { tenant, id, doc, version, at, events, traceparent: current_traceparent() }
 }
 
-/// How many creations one statement writes at most, and how many such statements run at once.
-const INSERT_BATCH_MAX: usize = 64;
-const INSERT_BATCHES_IN_FLIGHT: usize = 2;
+/// Writes `user` through `writes`; `None` beside it if it was left out (see
+/// [`UserStatement`]). A batch the database refused as a whole is tried again with this user
+/// alone, so that one bad user fails alone, with its own error.
+async fn write_user(
+    db: &WarmPool,
+    writes: &UserWrites,
+    user: UserWrite,
+) -> Result<(UserWrite, Option<store::Stored>), ApiError> {
+    let Some((user, outcome)) = writes.writer.submit(user).await else {
+        tracing::error!("no writer answered a user's write");
+        return Err(ScimError::unavailable().into());
+    };
+    match outcome {
+        Outcome::Written(stored) => Ok((user, Some(stored))),
+        Outcome::LeftOut => Ok((user, None)),
+        Outcome::Failed => {
+            let mut conn = db.acquire().await?;
+            let mut written = store::write_users(&mut *conn, writes.statement, &[&user]).await?;
+            conn.release();
+            let stored = written.remove(&user.id);
+            Ok((user, stored))
+        }
+    }
+}
 
-/// What became of a user handed to [`UserInserts`].
+/// How many users one statement writes at most, and how many such statements run at once.
+const WRITE_BATCH_MAX: usize = 64;
+const WRITE_BATCHES_IN_FLIGHT: usize = 2;
+
+/// What became of a user handed to [`UserWrites`].
 #[derive(Debug)]
-pub enum Insert {
-    Written(store::Inserted),
-    /// Its `userName` is taken: nothing was written.
-    Taken,
-    /// The batch it was in failed; nothing of the batch was written.
+enum Outcome {
+    Written(store::Stored),
+    /// Left out by the statement (see [`UserStatement`]): nothing was written.
+    LeftOut,
+    /// The batch it was in failed as a whole; nothing of the batch was written.
     Failed,
 }
 
-/// The writer of `POST /Users`: concurrent creations share a statement and a commit.
-pub type UserInserts = WriteBatcher<NewUser, (NewUser, Insert)>;
-
-/// Starts the writers of [`UserInserts`] on the current runtime.
-pub fn user_inserts(db: WarmPool) -> UserInserts {
-    WriteBatcher::spawn("user_inserts", INSERT_BATCH_MAX, INSERT_BATCHES_IN_FLIGHT, move |users: Vec<NewUser>| {
-        let db = db.clone();
-        async move {
-            let written = insert_batch(&db, &users).await;
-            users
-                .into_iter()
-                .map(|user| {
-                    let outcome = match &written {
-                        Ok(written) => written.get(&user.id).cloned().map_or(Insert::Taken, Insert::Written),
-                        Err(()) => Insert::Failed,
-                    };
-                    (user, outcome)
-                })
-                .collect()
-        }
-    })
+/// The writer of one kind of user write: concurrent writes share a statement and a commit.
+#[derive(Clone)]
+pub struct UserWrites {
+    statement: UserStatement,
+    writer: WriteBatcher<UserWrite, (UserWrite, Outcome)>,
 }
 
-#[tracing::instrument(skip_all, fields(users = users.len()))]
-async fn insert_batch(db: &WarmPool, users: &[NewUser]) -> Result<HashMap<Uuid, store::Inserted>, ()> {
+impl UserWrites {
+    /// Starts the writers on the current runtime.
+    pub fn spawn(db: WarmPool, statement: UserStatement) -> UserWrites {
+        let name = match statement {
+            UserStatement::Insert => "user_inserts",
+            UserStatement::Update => "user_updates",
+        };
+        let writer =
+            WriteBatcher::spawn(name, WRITE_BATCH_MAX, WRITE_BATCHES_IN_FLIGHT, move |users: Vec<UserWrite>| {
+                let db = db.clone();
+                async move { write_batch(&db, statement, users).await }
+            });
+        UserWrites { statement, writer }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(users = users.len(), statement = ?statement))]
+async fn write_batch(db: &WarmPool, statement: UserStatement, users: Vec<UserWrite>) -> Vec<(UserWrite, Outcome)> {
+    // One write per user and statement: a second write of a user (two PATCHes of it queued
+    // together) is left out, as if the first had come before it — it starts again from the
+    // first's result.
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = users.iter().map(|u| seen.insert(u.id)).collect();
+    let once: Vec<&UserWrite> = users.iter().zip(&first).filter(|(_, first)| **first).map(|(u, _)| u).collect();
     let written = async {
         let mut conn = db.acquire().await?;
-        let written = store::insert_users_with_events(&mut *conn, users).await?;
+        let written = store::write_users(&mut *conn, statement, &once).await?;
         conn.release();
         Ok::<_, sqlx::Error>(written)
-    };
-    written.await.map_err(|error| {
-        tracing::warn!(%error, users = users.len(), "a batch of user creations failed; each is tried alone");
-    })
+    }
+    .await;
+    if let Err(error) = &written {
+        tracing::warn!(%error, users = once.len(), "a batch of user writes failed; each is tried alone");
+    }
+    users
+        .into_iter()
+        .zip(first)
+        .map(|(user, first)| {
+            let outcome = match &written {
+                _ if !first => Outcome::LeftOut,
+                Ok(written) => written.get(&user.id).cloned().map_or(Outcome::LeftOut, Outcome::Written),
+                Err(_) => Outcome::Failed,
+            };
+            (user, outcome)
+        })
+        .collect()
 }
 
 /// `GET /Users/{id}`.
@@ -200,15 +234,33 @@ async fn write(
     op: &'static str,
 ) -> Result<Response, ApiError> {
     let uid = parse_id(user_type(), id)?;
-    let mut conn = state.db.acquire().await?;
     let mut attempt = 0;
     let row = loop {
         let written = if attempt < UNLOCKED_ATTEMPTS {
-            write_at_version(&mut conn, tenant, uid, id, headers, &change, false).await?
+            // The read on a connection of its own; the write with the others that come meanwhile.
+            let mut conn = state.db.acquire().await?;
+            let current = store::find_user_with_groups(&mut *conn, tenant, uid, false).await?;
+            conn.release();
+            match next_version(tenant, uid, current, id, headers, &change)? {
+                Next::Unchanged(row) => Written::Unchanged(row),
+                Next::Changed { groups, user } => {
+                    let (user, stored) = write_user(&state.db, &state.user_updates, user).await?;
+                    Written::of(groups, user, stored)
+                }
+            }
         } else {
+            let mut conn = state.db.acquire().await?;
             let mut tx = conn.begin().await?;
-            let written = write_at_version(&mut tx, tenant, uid, id, headers, &change, true).await?;
+            let current = store::find_user_with_groups(&mut *tx, tenant, uid, true).await?;
+            let written = match next_version(tenant, uid, current, id, headers, &change)? {
+                Next::Unchanged(row) => Written::Unchanged(row),
+                Next::Changed { groups, user } => {
+                    let mut stored = store::write_users(&mut *tx, UserStatement::Update, &[&user]).await?;
+                    Written::of(groups, user, stored.remove(&uid))
+                }
+            };
             tx.commit().await?;
+            conn.release();
             written
         };
         match written {
@@ -223,7 +275,6 @@ async fn write(
             }
         }
     };
-    conn.release();
     let groups = row.groups().map(|g| groups_json(base, &g));
     Ok(resource_response(StatusCode::OK, &render(user_type(), &row, base, groups), row.version))
 }
@@ -236,30 +287,38 @@ enum Written {
     Stale,
 }
 
-/// One attempt of [`write`]; with `lock`, inside the caller's transaction.
-async fn write_at_version(
-    conn: &mut PgConnection,
+impl Written {
+    /// The outcome of writing `user`, read with `groups`: `stored` if it was written.
+    fn of(groups: Option<Value>, user: UserWrite, stored: Option<store::Stored>) -> Written {
+        match stored {
+            Some(stored) => Written::Changed(ResourceRow { groups, ..stored.row(user.doc) }),
+            None => Written::Stale,
+        }
+    }
+}
+
+/// What a PUT or PATCH makes of the user as read.
+enum Next {
+    Unchanged(ResourceRow),
+    Changed { groups: Option<Value>, user: UserWrite },
+}
+
+/// Checks `If-Match` against the user read (`current`) and applies `change` to it.
+fn next_version(
     tenant: Uuid,
     uid: Uuid,
+    current: Option<ResourceRow>,
     id: &str,
     headers: &HeaderMap,
     change: &impl Fn(&Value) -> Result<Value, ScimError>,
-    lock: bool,
-) -> Result<Written, ApiError> {
-    let current =
-        store::find_user_with_groups(&mut *conn, tenant, uid, lock).await?.ok_or_else(|| not_found(user_type(), id))?;
+) -> Result<Next, ApiError> {
+    let current = current.ok_or_else(|| not_found(user_type(), id))?;
     check_if_match(headers, current.version)?;
     let doc = change(&current.resource)?;
     if doc == current.resource {
-        return Ok(Written::Unchanged(current));
+        return Ok(Next::Unchanged(current));
     }
-    let at = Utc::now();
-    let events = [event(tenant, EventKind::ScimUserUpserted, uid, current.version + 1, at)];
-    let written = store::update_user_at_version(&mut *conn, tenant, uid, &doc, current.version, at, &events).await?;
-    Ok(match written {
-        Some(row) => Written::Changed(ResourceRow { groups: current.groups, ..row }),
-        None => Written::Stale,
-    })
+    Ok(Next::Changed { groups: current.groups, user: user_write(tenant, uid, doc, current.version + 1) })
 }
 
 /// `DELETE /Users/{id}`: removes the SCIM resource and its memberships. The team member is

@@ -104,13 +104,7 @@ async fn parallel_creates_share_statements_and_each_gets_its_own_user_and_event(
     let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.unwrap();
     assert_eq!(events, 48);
 
-    let metrics = app.http.get(format!("{}/metrics", app.base_url())).send().await.unwrap().text().await.unwrap();
-    let sample = |series: &str| -> f64 {
-        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series}: {metrics}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
-    };
-    let single = sample("write_batch_size_bucket{batch=\"user_inserts\",le=\"1\"}");
-    let batches = sample("write_batch_size_count{batch=\"user_inserts\"}");
+    let (single, batches) = batches_of(&app, "user_inserts").await;
     assert!(single < batches, "some creations shared a statement: {single} of {batches} batches held one");
 }
 
@@ -137,4 +131,56 @@ async fn a_create_the_database_refuses_fails_alone() {
     assert_eq!(scim.get("/Users").await.body["totalResults"], 23);
     let events: i64 = sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.unwrap();
     assert_eq!(events, 23, "no event for the refused user");
+}
+
+#[tokio::test]
+async fn parallel_patches_of_many_users_share_statements_and_a_refused_one_fails_alone() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let mut ids = Vec::new();
+    for i in 0..32 {
+        ids.push(scim.create_user(&format!("many{i}@contoso.com")).await);
+    }
+    let answers = join_all(ids.iter().enumerate().map(|(i, id)| {
+        let (scim, path) = (scim.clone(), format!("/Users/{id}"));
+        // One renames itself to a name another holds: its statement's batch fails as a whole.
+        let ops = if i == 7 {
+            json!([{"op": "Replace", "path": "userName", "value": "MANY3@contoso.com"}])
+        } else {
+            json!([{"op": "Replace", "path": "title", "value": format!("title {i}")}])
+        };
+        async move { scim.patch(&path, &patch_body(ops)).await }
+    }))
+    .await;
+    for (i, (id, answer)) in ids.iter().zip(&answers).enumerate() {
+        if i == 7 {
+            assert_eq!(answer.status, 409, "{}", answer.text);
+            assert_eq!(answer.body["scimType"], "uniqueness");
+            assert_eq!(event_versions(&app, id).await, [1], "nothing written for the refused PATCH");
+            continue;
+        }
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.body["id"], id.as_str(), "an answer carries its own user");
+        assert_eq!(answer.body["title"], format!("title {i}"));
+        assert_eq!(answer.header("etag"), Some("W/\"2\""));
+        let stored = scim.get(&format!("/Users/{id}")).await;
+        assert_eq!(stored.body["title"], format!("title {i}"));
+        assert_eq!(event_versions(&app, id).await, [1, 2]);
+    }
+    let (single, batches) = batches_of(&app, "user_updates").await;
+    assert!(single < batches, "some PATCHes shared a statement: {single} of {batches} batches held one");
+}
+
+/// From the ingress's metrics: how many of `batch`'s statements wrote a single user, and how
+/// many statements there were.
+async fn batches_of(app: &TestApp, batch: &str) -> (f64, f64) {
+    let metrics = app.http.get(format!("{}/metrics", app.base_url())).send().await.unwrap().text().await.unwrap();
+    let sample = |series: String| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{series}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    (
+        sample(format!("write_batch_size_bucket{{batch=\"{batch}\",le=\"1\"}}")),
+        sample(format!("write_batch_size_count{{batch=\"{batch}\"}}")),
+    )
 }
