@@ -37,12 +37,22 @@ struct Queue<I> {
 pub struct Batcher<K, I> {
     queues: Mutex<HashMap<K, Queue<I>>>,
     max: usize,
+    /// What an item weighs, and how much a batch may weigh at most (see [`Batcher::weighed`]).
+    weigh: fn(&I) -> usize,
+    max_weight: usize,
 }
 
 impl<K: Eq + Hash + Clone, I> Batcher<K, I> {
     /// Batches of at most `max` items.
     pub fn new(max: usize) -> Self {
-        Batcher { queues: Mutex::new(HashMap::new()), max: max.max(1) }
+        Batcher { queues: Mutex::new(HashMap::new()), max: max.max(1), weigh: |_| 1, max_weight: usize::MAX }
+    }
+
+    /// Batches that also weigh at most `max_weight` by `weigh` (an item heavier than that goes
+    /// alone): for items of very different sizes, such as events naming one member or
+    /// hundreds, whose batch is held in memory whole.
+    pub fn weighed(self, max_weight: usize, weigh: fn(&I) -> usize) -> Self {
+        Batcher { weigh, max_weight, ..self }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Queue<I>>> {
@@ -91,7 +101,17 @@ impl<K: Eq + Hash + Clone, I> Batcher<K, I> {
             let Some(queue) = queues.get_mut(key) else {
                 return Err(ProcessError::Transient("batch queue vanished".into()));
             };
-            let take = queue.waiting.len().min(self.max);
+            let mut weight = 0usize;
+            let take = queue
+                .waiting
+                .iter()
+                .take(self.max)
+                .take_while(|w| {
+                    let first = weight == 0;
+                    weight = weight.saturating_add((self.weigh)(&w.item).max(1));
+                    first || weight <= self.max_weight
+                })
+                .count();
             queue.waiting.drain(..take).collect()
         };
         let (items, replies): (Vec<I>, Vec<Option<oneshot::Sender<Signal>>>) =
@@ -149,6 +169,42 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_weighed_batch_stays_under_its_weight_and_a_heavy_item_goes_alone() {
+        let batcher = Arc::new(Batcher::<u8, u32>::new(64).weighed(10, |w| *w as usize));
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Weights 3, 3, 3, 3, 25, 3, …: at most three 3s together, the 25 alone.
+        for n in 0..12u32 {
+            let (batcher, batches) = (batcher.clone(), batches.clone());
+            let weight = if n == 4 { 25 } else { 3 };
+            tasks.push(tokio::spawn(async move {
+                batcher
+                    .run(1, weight, |items: Vec<u32>| {
+                        let batches = batches.clone();
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            let results = vec![Ok(()); items.len()];
+                            batches.lock().unwrap().push(items);
+                            results
+                        }
+                    })
+                    .await
+            }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let batches = batches.lock().unwrap();
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 12);
+        for batch in batches.iter() {
+            let weight: u32 = batch.iter().sum();
+            assert!(weight <= 10 || batch.len() == 1, "a batch over its weight: {batch:?}");
+        }
+        assert!(batches.iter().any(|b| b.len() > 1), "items were still batched: {batches:?}");
+    }
+
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
