@@ -9,6 +9,13 @@ use muster_scim::ScimError;
 #[derive(Debug)]
 pub struct ApiError(pub ScimError);
 
+impl ApiError {
+    /// 409 `uniqueness`: another user of the company has this `userName`.
+    pub fn user_name_taken() -> ApiError {
+        ApiError(ScimError::uniqueness("a User with this userName already exists"))
+    }
+}
+
 impl From<ScimError> for ApiError {
     fn from(e: ScimError) -> Self {
         ApiError(e)
@@ -18,9 +25,7 @@ impl From<ScimError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         match muster_infra::db::violated_constraint(&err).as_deref() {
-            Some("users_user_name_key") => {
-                return ApiError(ScimError::uniqueness("a User with this userName already exists"));
-            }
+            Some("users_user_name_key") => return ApiError::user_name_taken(),
             Some("groups_display_name_key") => {
                 return ApiError(ScimError::uniqueness("a Group with this displayName already exists"));
             }

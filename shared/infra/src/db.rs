@@ -146,11 +146,18 @@ impl WarmPool {
                     Some(parked) if parked.since.elapsed() < PING_AFTER_IDLE => break Ok(parked),
                     // Idle long enough for the database to have gone away: through the pool's ping.
                     Some(parked) => stale.push(parked),
+                    // With room in the pool, straight from it, not racing a handed connection:
+                    // given up while sqlx was opening a connection, the acquire would close it
+                    // half-open (under load the ingress opened and closed hundreds a second,
+                    // PostgreSQL forking a backend for each).
+                    None if self.pool.num_idle() > 0 || self.pool.size() < self.max_connections() => {
+                        break Err(None);
+                    }
                     None => {
                         let (offer, offered) = oneshot::channel();
                         state.waiters.retain(|w| !w.is_closed());
                         state.waiters.push_back(offer);
-                        break Err(offered);
+                        break Err(Some(offered));
                     }
                 }
             }
@@ -158,31 +165,21 @@ impl WarmPool {
         drop(stale);
         let (connection, warm_since, from) = match taken {
             Ok(parked) => (parked.connection, parked.warm_since, "parked"),
-            Err(offered) => {
-                // The pool's acquire runs on a task of its own: when a handed connection comes
-                // first, a connection the pool is opening meanwhile must not be dropped half-open
-                // (cancelled, sqlx closes it — under load the ingress opened and closed hundreds
-                // a second, PostgreSQL forking a backend for each). It goes to the next request.
-                let (answer, answered) = oneshot::channel();
-                let (pool, parked) = (self.pool.clone(), self.parked.clone());
-                tokio::spawn(async move {
-                    if let Err(Ok(connection)) = answer.send(pool.acquire().await) {
-                        WarmConnection { connection, warm_since: Instant::now(), parked }.release();
-                    }
-                });
-                tokio::select! {
-                    biased;
-                    Ok((connection, warm_since)) = offered => (connection, warm_since, "handed"),
-                    acquired = answered => match acquired {
-                        Ok(acquired) => (acquired?, Instant::now(), "pool"),
-                        // The runtime is shutting down.
-                        Err(_) => return Err(sqlx::Error::PoolClosed),
-                    },
-                }
-            }
+            Err(None) => (self.pool.acquire().await?, Instant::now(), "pool"),
+            // The pool is saturated: its acquire only waits for a connection to come back, and
+            // can be given up when a released one is handed here first.
+            Err(Some(offered)) => tokio::select! {
+                biased;
+                Ok((connection, warm_since)) = offered => (connection, warm_since, "handed"),
+                acquired = self.pool.acquire() => (acquired?, Instant::now(), "pool"),
+            },
         };
         metrics::counter!("db_connections_lent_total", "from" => from).increment(1);
         Ok(WarmConnection { connection, warm_since, parked: self.parked.clone() })
+    }
+
+    fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
     }
 
     /// How many connections wait warm now.

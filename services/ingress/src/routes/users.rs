@@ -51,7 +51,7 @@ pub async fn create(
     let user = user_write(tenant, id, doc, 1);
     let (user, stored) = write_user(&state.db, &state.user_inserts, user).await?;
     let Some(stored) = stored else {
-        return Err(ApiError(ScimError::uniqueness("a User with this userName already exists")));
+        return Err(ApiError::user_name_taken());
     };
     count_write("create");
     let row = stored.row(user.doc);
