@@ -11,6 +11,7 @@ pub mod query;
 pub mod render;
 pub mod routes;
 pub mod store;
+pub mod user_writes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,9 +91,9 @@ pub struct AppState {
     /// SCIM tokens already checked: the company and whether it accepts provisioning.
     pub tokens: Arc<TokenCache<(Uuid, bool)>>,
     /// Where `POST /Users` hands its user to be written.
-    pub user_inserts: users::UserWrites,
+    pub user_inserts: user_writes::UserWrites,
     /// Where `PUT`/`PATCH /Users` hand the next version of a user to be written.
-    pub user_updates: users::UserWrites,
+    pub user_updates: user_writes::UserWrites,
 }
 
 /// The whole HTTP surface: `/scim/v2/…` plus `/healthz`, `/readyz`, `/metrics`. Starts the
@@ -103,8 +104,8 @@ pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
     let db = WarmPool::new(pool.clone(), keep);
     let state = AppState {
         pool: pool.clone(),
-        user_inserts: users::UserWrites::spawn(db.clone(), store::UserStatement::Insert),
-        user_updates: users::UserWrites::spawn(db.clone(), store::UserStatement::Update),
+        user_inserts: user_writes::UserWrites::spawn(db.clone(), store::UserStatement::Insert),
+        user_updates: user_writes::UserWrites::spawn(db.clone(), store::UserStatement::Update),
         db,
         limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
         tokens: TokenCache::new(&pool),
