@@ -169,6 +169,12 @@ impl Ingress {
 
 /// Runs the ingress until `shutdown`: the binary's and `musterctl up`'s entry point.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = muster_infra::db::pool(&settings.database)?;
-    Ingress::bind(&settings, pool).await?.run(shutdown).await
+    Ingress::bind(&settings, pool(&settings.database)?).await?.run(shutdown).await
+}
+
+/// The ingress's pool: its statements keep generic plans (see
+/// [`muster_infra::db::pool_with_generic_plans`]); the binary, `musterctl up` and the tests
+/// all take it from here.
+pub fn pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    muster_infra::db::pool_with_generic_plans(settings)
 }

@@ -33,7 +33,9 @@ pub async fn up(settings: CtlSettings, args: UpArgs) -> anyhow::Result<()> {
         http: HttpSettings { addr: args.admin_addr },
         telemetry: settings.telemetry.clone(),
     };
-    let ingress = muster_ingress::Ingress::bind(&ingress_settings, pool.clone()).await?;
+    // The ingress's statements keep generic plans: a pool of its own.
+    let ingress_pool = muster_ingress::pool(&settings.database)?;
+    let ingress = muster_ingress::Ingress::bind(&ingress_settings, ingress_pool).await?;
     let admin = muster_admin::Admin::bind(&admin_settings, pool.clone()).await?;
     let relay = muster_relay::Relay::new(pool.clone(), settings.amqp.clone(), settings.relay.clone());
     let relay_listener = bind_ops("relay", args.relay_addr).await?;

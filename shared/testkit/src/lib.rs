@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use muster_infra::config::{HttpSettings, LogFormat, TelemetrySettings};
 use muster_ingress::{Ingress, ScimSettings};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -43,6 +44,8 @@ pub fn test_telemetry() -> TelemetrySettings {
 /// An ingress running in this process against its own database, with one tenant.
 pub struct TestApp {
     pub db: TestDb,
+    /// The ingress's pool (the test's own queries go through `db.pool`).
+    pub pool: PgPool,
     pub addr: SocketAddr,
     pub tenant: Tenant,
     pub http: reqwest::Client,
@@ -65,7 +68,12 @@ impl TestApp {
             telemetry: test_telemetry(),
             scim,
         };
-        let ingress = match Ingress::bind(&settings, db.pool.clone()).await {
+        // The ingress's own kind of pool, as the binary has it.
+        let pool = match muster_ingress::pool(&settings.database) {
+            Ok(p) => p,
+            Err(e) => panic!("the ingress's pool: {e:#}"),
+        };
+        let ingress = match Ingress::bind(&settings, pool.clone()).await {
             Ok(i) => i,
             Err(e) => panic!("binding the ingress: {e:#}"),
         };
@@ -76,7 +84,7 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         tokio::spawn(ingress.run(shutdown.clone()));
         let tenant = db.create_tenant("Contoso", "contoso.com").await;
-        TestApp { db, addr, tenant, http: reqwest::Client::new(), shutdown }
+        TestApp { db, pool, addr, tenant, http: reqwest::Client::new(), shutdown }
     }
 
     /// The ingress's base URL, e.g. `http://127.0.0.1:41234`.

@@ -212,6 +212,42 @@ async fn a_lookup_by_user_name_keeps_one_generic_plan_instead_of_being_planned_e
     );
 }
 
+/// Concurrent user writes share one statement over `unnest` of arrays, one to 64 users at a
+/// time. With a custom plan PostgreSQL knows each array's length and a small batch looks ten
+/// times cheaper than the generic plan's guess, so it was planned anew on every execution;
+/// the ingress's pool keeps the generic plan.
+#[tokio::test]
+async fn batched_user_writes_are_planned_once_per_connection_not_on_every_batch() {
+    let app = TestApp::spawn().await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    for (batch, size) in [1usize, 2, 3, 1, 2, 3, 1, 2].into_iter().enumerate() {
+        let users: Vec<muster_ingress::store::UserWrite> = (0..size)
+            .map(|n| muster_ingress::store::UserWrite {
+                tenant: app.tenant.id,
+                id: uuid::Uuid::now_v7(),
+                doc: user_body(&format!("user{batch}.{n}@contoso.com")),
+                version: 1,
+                at: chrono::Utc::now(),
+                events: Vec::new(),
+                traceparent: String::new(),
+            })
+            .collect();
+        let refs: Vec<&muster_ingress::store::UserWrite> = users.iter().collect();
+        let written =
+            muster_ingress::store::write_users(&mut *conn, muster_ingress::store::UserStatement::Insert, &refs)
+                .await
+                .unwrap();
+        assert_eq!(written.len(), size);
+    }
+    let plans: Vec<(i64, i64)> = sqlx::query_as(
+        "select generic_plans, custom_plans from pg_prepared_statements where statement like 'with written as (insert into scim.users%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(plans, vec![(8, 0)], "(generic, custom) plans of the one prepared batch insert");
+}
+
 #[tokio::test]
 async fn consecutive_requests_share_a_warm_connection_and_the_metrics_say_so() {
     let app = TestApp::spawn().await;
