@@ -66,11 +66,26 @@ const USERS_INPUT: &str =
     "unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::jsonb[], $7::timestamptz[], $8::bigint[])
           with ordinality as i(tenant_id, id, user_name, external_id, active, resource, at, version, n)";
 
+/// The display name of membership `gm`'s group, by its primary key.
+///
+/// A scalar subquery rather than a join: the ingress's plans are made once per connection,
+/// often while the tables are still empty, and a join planned then read every group of the
+/// company for each membership (by `tenant_id` alone, the group id as a filter). A lookup by
+/// the whole primary key has no other plan.
+macro_rules! group_name {
+    () => {
+        "(select g.display_name from scim.groups g where g.tenant_id = gm.tenant_id and g.id = gm.group_id)"
+    };
+}
+
 /// The groups of user `r` as `[[id, displayName], …]`, a column to select along with it.
-const USER_GROUPS: &str =
-    ", (select coalesce(jsonb_agg(jsonb_build_array(g.id, g.display_name) order by g.display_name), '[]'::jsonb)
-        from scim.group_members gm join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
-        where gm.tenant_id = r.tenant_id and gm.member_id = r.id) as groups";
+const USER_GROUPS: &str = concat!(
+    ", (select coalesce(jsonb_agg(jsonb_build_array(m.group_id, m.name) order by m.name), '[]'::jsonb)
+        from (select gm.group_id, ",
+    group_name!(),
+    " as name from scim.group_members gm
+              where gm.tenant_id = r.tenant_id and gm.member_id = r.id offset 0) m) as groups"
+);
 
 /// Inserts a new group at version 1.
 pub async fn insert_group(conn: &mut PgConnection, tenant: Uuid, id: Uuid, doc: &Value) -> sqlx::Result<ResourceRow> {
@@ -352,11 +367,14 @@ pub async fn groups_of(
     tenant: Uuid,
     users: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, Vec<(Uuid, String)>>> {
-    let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
-        "select gm.member_id, g.id, g.display_name from scim.group_members gm
-         join scim.groups g on g.tenant_id = gm.tenant_id and g.id = gm.group_id
-         where gm.tenant_id = $1 and gm.member_id = any($2) order by g.display_name",
-    )
+    let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(concat!(
+        "select m.member_id, m.group_id, m.name
+             from (select gm.member_id, gm.group_id, ",
+        group_name!(),
+        " as name from scim.group_members gm
+                   where gm.tenant_id = $1 and gm.member_id = any($2)) m
+             order by m.name"
+    ))
     .bind(tenant)
     .bind(users)
     .fetch_all(executor)
@@ -411,7 +429,14 @@ pub async fn remove_members(
         Some([]) => Ok(Vec::new()),
         Some(ids) => {
             sqlx::query_scalar::<_, Uuid>(
-                "delete from scim.group_members where tenant_id = $1 and group_id = $2 and member_id = any($3) returning member_id",
+                // Each membership found by its whole key, then deleted where it is: planned on an
+                // empty table, `member_id = any($3)` became a filter over every membership of the
+                // group (50,000 for the largest) and a join on the ids a hash over them.
+                "delete from scim.group_members gm
+                 using (select t.row_id from unnest($3::uuid[]) as r(id)
+                        cross join lateral (select ctid as row_id from scim.group_members
+                                            where tenant_id = $1 and group_id = $2 and member_id = r.id offset 0) t) d
+                 where gm.ctid = d.row_id returning gm.member_id",
             )
             .bind(tenant)
             .bind(group)
@@ -420,11 +445,13 @@ pub async fn remove_members(
             .await
         }
         None => {
-            sqlx::query_scalar::<_, Uuid>("delete from scim.group_members where tenant_id = $1 and group_id = $2 returning member_id")
-                .bind(tenant)
-                .bind(group)
-                .fetch_all(conn)
-                .await
+            sqlx::query_scalar::<_, Uuid>(
+                "delete from scim.group_members where tenant_id = $1 and group_id = $2 returning member_id",
+            )
+            .bind(tenant)
+            .bind(group)
+            .fetch_all(conn)
+            .await
         }
     }
 }

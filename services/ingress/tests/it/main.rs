@@ -7,6 +7,7 @@ mod errors;
 mod fixtures;
 mod groups;
 mod isolation;
+mod plans;
 mod users;
 
 /// The versions of the events `entity` has in the outbox, in order.
