@@ -165,9 +165,19 @@ pub struct Depths {
     pub deepest_outbox: i64,
     /// Messages waiting in the worker queues and unpublished outbox rows, at the last sample.
     pub waiting_now: Option<u64>,
+    /// Unpublished outbox rows when last counted.
+    pub outbox_now: u64,
 }
 
-/// Samples the worker queues' and the outbox's depth every 250 ms until `stop`.
+/// How often a large outbox is counted, in depth samples: its `count(*)` took 10–80 ms of
+/// the measured box's PostgreSQL at 100,000–190,000 rows, a tenth of a core at four a second.
+const OUTBOX_EVERY: u32 = 8;
+
+/// Below this many rows the outbox is counted at every sample.
+const SMALL_OUTBOX: u64 = 10_000;
+
+/// Samples the worker queues' depth every 250 ms, and the outbox's as often while it holds
+/// fewer than [`SMALL_OUTBOX`] rows, else every 2 s, until `stop`.
 pub fn sample_depths(
     pool: PgPool,
     amqp: muster_infra::config::AmqpSettings,
@@ -179,7 +189,9 @@ pub fn sample_depths(
         let names = Names::new(amqp.prefix.clone());
         let Ok(connection) = muster_infra::amqp::connect(&amqp).await else { return };
         let Ok(channel) = connection.create_channel().await else { return };
+        let mut round = 0u32;
         while !stop.is_cancelled() {
+            round = round.wrapping_add(1);
             let mut waiting = 0u64;
             for queue in WORKER_QUEUES {
                 let name = names.queue(&queue);
@@ -194,11 +206,19 @@ pub fn sample_depths(
                     }
                 }
             }
-            let outbox: Option<i64> =
-                sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&pool).await.ok();
-            if let (Some(outbox), Ok(mut d)) = (outbox, depths.lock()) {
-                d.deepest_outbox = d.deepest_outbox.max(outbox);
-                d.waiting_now = Some(waiting + u64::try_from(outbox).unwrap_or(0));
+            // A small outbox is cheap to count, and the wait for rest needs it current.
+            let outbox_known = depths.lock().map(|d| d.outbox_now).unwrap_or(0);
+            if round % OUTBOX_EVERY == 1 || outbox_known < SMALL_OUTBOX {
+                let outbox: Option<i64> =
+                    sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&pool).await.ok();
+                if let (Some(outbox), Ok(mut d)) = (outbox, depths.lock()) {
+                    d.deepest_outbox = d.deepest_outbox.max(outbox);
+                    d.outbox_now = u64::try_from(outbox).unwrap_or(0);
+                }
+            }
+            if let Ok(mut d) = depths.lock() {
+                let outbox = d.outbox_now;
+                d.waiting_now = Some(waiting + outbox);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
