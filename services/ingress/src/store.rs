@@ -261,6 +261,19 @@ pub async fn find(
     .await
 }
 
+/// Reads a group and holds its row against other writes of its version until the
+/// transaction ends (`for no key update`), but not against inserts of its memberships: their
+/// foreign key takes `for key share`, which `for update` would also block.
+pub async fn hold_group_version(conn: &mut PgConnection, tenant: Uuid, id: Uuid) -> sqlx::Result<Option<ResourceRow>> {
+    sqlx::query_as::<_, ResourceRow>(&format!(
+        "select {COLUMNS} from scim.groups where tenant_id = $1 and id = $2 for no key update"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Deletes a resource; returns the version it had.
 pub async fn delete(conn: &mut PgConnection, kind: ResourceKind, tenant: Uuid, id: Uuid) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar::<_, i64>(&format!(

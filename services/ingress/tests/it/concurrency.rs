@@ -49,6 +49,69 @@ async fn parallel_membership_patches_to_one_group_all_land() {
     assert_eq!(got.header("etag"), Some("W/\"9\""), "one version per PATCH, none lost");
 }
 
+/// Entra's membership PATCHes of one group arrive together. They write their members side by
+/// side and take the group's row only for the version, so each event's delta must still be
+/// what its version changed: replayed in version order, the deltas give the final members.
+#[tokio::test]
+async fn parallel_adds_and_removes_of_one_group_leave_events_that_replay_to_its_members() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let group = scim.create_group("Everyone").await;
+    let mut users = Vec::new();
+    for i in 0..40 {
+        users.push(scim.create_user(&format!("u{i}@contoso.com")).await);
+    }
+    // The first half joins, then 24 PATCHes at once: the second half joins in fours, and each
+    // of the first half is removed, some twice, some re-added.
+    let path = format!("/Groups/{group}");
+    let add = |ids: &[String]| {
+        let value: Vec<Value> = ids.iter().map(|u| json!({"value": u})).collect();
+        patch_body(json!([{"op": "Add", "path": "members", "value": value}]))
+    };
+    let remove = |id: &str| patch_body(json!([{"op": "Remove", "path": format!("members[value eq \"{id}\"]")}]));
+    assert_eq!(scim.patch(&path, &add(&users[..20])).await.status, 204);
+    let mut bodies: Vec<Value> = users[20..].chunks(4).map(add).collect();
+    bodies.extend(users[..12].iter().map(|u| remove(u)));
+    bodies.extend(users[..4].iter().map(|u| remove(u)));
+    bodies.push(add(&users[..2]));
+    bodies.push(add(&users[30..32]));
+    let statuses = join_all(bodies.iter().map(|body| {
+        let (scim, path) = (scim.clone(), path.clone());
+        async move { scim.patch(&path, body).await.status }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 204), "{statuses:?}");
+
+    let got = scim.get(&path).await;
+    let members: std::collections::BTreeSet<String> =
+        got.body["members"].as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap().to_string()).collect();
+    let events: Vec<(i64, Value)> = sqlx::query_as(
+        "select version, envelope from scim.outbox where entity_id = $1 and routing_key = 'scim.group.members_changed' order by version",
+    )
+    .bind(&group)
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    let versions: Vec<i64> = events.iter().map(|(v, _)| *v).collect();
+    let last = *versions.last().unwrap();
+    assert_eq!(versions, (2..=last).collect::<Vec<_>>(), "one members_changed event per version after the creation");
+    assert_eq!(got.header("etag"), Some(format!("W/\"{last}\"").as_str()));
+    let mut replayed = std::collections::BTreeSet::new();
+    for (version, envelope) in &events {
+        let delta = &envelope["data"];
+        for id in delta["removed"].as_array().unwrap() {
+            assert!(replayed.remove(id.as_str().unwrap()), "version {version} removes a non-member: {delta}");
+        }
+        for id in delta["added"].as_array().unwrap() {
+            assert!(replayed.insert(id.as_str().unwrap().to_string()), "version {version} adds a member: {delta}");
+        }
+    }
+    assert_eq!(replayed, members, "the events replayed in version order give the group's members");
+    // The first two were removed and re-added at once: either order is right.
+    assert!(users[12..].iter().all(|u| members.contains(u)), "{members:?}");
+    assert!(users[2..12].iter().all(|u| !members.contains(u)), "{members:?}");
+}
+
 #[tokio::test]
 async fn parallel_patches_of_one_user_each_land_once_with_their_own_version() {
     let app = TestApp::spawn().await;
