@@ -29,6 +29,11 @@ impl From<sqlx::Error> for ApiError {
             Some("groups_display_name_key") => {
                 return ApiError(ScimError::uniqueness("a Group with this displayName already exists"));
             }
+            // Members added to a group deleted meanwhile (a membership PATCH does not hold the
+            // group's row while it writes them).
+            Some("group_members_tenant_id_group_id_fkey") => {
+                return ApiError(ScimError::not_found("the Group was deleted while its members were written"));
+            }
             _ => {}
         }
         if muster_infra::db::is_unstorable_text(&err) {

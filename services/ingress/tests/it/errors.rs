@@ -233,3 +233,23 @@ async fn the_shipped_rate_limit_never_throttles_25_requests_per_second() {
     .await;
     assert!(results.iter().all(|s| *s == 200), "{results:?}");
 }
+
+/// A membership PATCH writes its members before it takes the group's row, so the group may
+/// be deleted in between: the members' foreign key refuses them, and that is a 404 for the
+/// group, not a 500.
+#[tokio::test]
+async fn members_written_to_a_group_deleted_meanwhile_are_a_404() {
+    let app = TestApp::spawn().await;
+    let user = app.scim().create_user("ann@contoso.com").await;
+    let refused = sqlx::query(
+        "insert into scim.group_members (tenant_id, group_id, member_id, member_type) values ($1, $2, $3, 'User')",
+    )
+    .bind(app.tenant.id)
+    .bind(uuid::Uuid::now_v7())
+    .bind(uuid::Uuid::parse_str(&user).unwrap())
+    .execute(&app.db.pool)
+    .await
+    .unwrap_err();
+    let answer = axum::response::IntoResponse::into_response(muster_ingress::error::ApiError::from(refused));
+    assert_eq!(answer.status(), 404);
+}
