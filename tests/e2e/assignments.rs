@@ -340,3 +340,17 @@ async fn a_manager_may_toggle_a_direct_reports_capture_only_when_allowed() {
     assert_eq!((status, problem["type"].as_str()), (409, Some("https://muster.example/problems/assignment-governed")));
     sys.stop().await;
 }
+
+/// Waiting seat requests are granted through their partial index even on a young table (no
+/// statistics), where the primary key with `not granted` as a filter looked as cheap and read
+/// every request of the seat.
+#[tokio::test]
+async fn waiting_seat_requests_are_granted_through_their_index_on_a_young_table() {
+    let db = muster_testkit::db::TestDb::create().await;
+    let explain = muster_members::assignments::GRANT_WAITING
+        .replace("$1", &format!("'{}'", Uuid::now_v7()))
+        .replace("$2", "'{recorder}'");
+    let plan: Value =
+        sqlx::query_scalar(&format!("explain (format json) {explain}")).fetch_one(&db.pool).await.unwrap();
+    assert!(plan.to_string().contains("\"Index Name\":\"seat_requests_waiting\""), "{plan}");
+}

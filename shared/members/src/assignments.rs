@@ -469,6 +469,12 @@ async fn grant_in_line(
     Ok(flipped)
 }
 
+/// Grants every waiting request of the seats `$2` (whose capacity went), through the partial
+/// index of waiting requests (`seat_requests_waiting`).
+pub const GRANT_WAITING: &str = "update assignments.seat_requests set granted = true, updated_at = now()
+     where tenant_id = $1 and seat = any($2) and not granted
+     returning scim_user_id, seat";
+
 /// Grants the waiting requests of seats that no longer have a capacity.
 async fn grant_unlimited(
     conn: &mut PgConnection,
@@ -478,15 +484,7 @@ async fn grant_unlimited(
     if seats.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(Uuid, String)> = sqlx::query_as(
-        "update assignments.seat_requests set granted = true, updated_at = now()
-         where tenant_id = $1 and seat = any($2) and not granted
-         returning scim_user_id, seat",
-    )
-    .bind(tenant)
-    .bind(seats)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(GRANT_WAITING).bind(tenant).bind(seats).fetch_all(conn).await?;
     Ok(rows.into_iter().map(|(member, seat)| (member, seat, true)).collect())
 }
 
