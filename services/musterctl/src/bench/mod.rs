@@ -126,7 +126,7 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
         let commits = baseline::postgres(&pool, args.connections, args.baseline_seconds).await?;
         progress("baseline: RabbitMQ confirmed publishes…");
         let publishes = baseline::rabbitmq(&bench_amqp, args.baseline_seconds).await?;
-        baselines = Some((commits, publishes));
+        baselines = Some(report::Baseline { commits_before: commits, commits_after: None, publishes });
     }
 
     let company = Company::generate(args.users, args.groups, args.seed);
@@ -212,6 +212,13 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
         service.stop().await;
     }
     let depths = depths.lock().map(|d| d.clone()).unwrap_or_default();
+    if let Some(baseline) = baselines.as_mut() {
+        // Again with the services stopped: the box's speed drifts over a run (7,717–9,780
+        // commits/s between runs on the development box), and the ratio should not rest on
+        // one end of it.
+        progress("baseline again: PostgreSQL commits…");
+        baseline.commits_after = baseline::postgres(&pool, args.connections, args.baseline_seconds).await.ok();
+    }
     pool.close().await;
     if !args.keep {
         drop_database(database, &format!("muster_bench_{suffix}")).await;

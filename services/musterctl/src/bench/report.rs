@@ -23,11 +23,32 @@ pub struct Report {
     pub final_counts: Value,
     pub usage: Vec<(&'static str, Usage)>,
     pub depths: Depths,
-    /// PostgreSQL commits/s and RabbitMQ confirmed publishes/s.
-    pub baselines: Option<(f64, f64)>,
+    /// What the box does without Muster (`--baseline`).
+    pub baselines: Option<Baseline>,
     /// With `--hold-relay`: the events waiting in the outbox when the relay was let go.
     pub held_outbox: Option<i64>,
     pub logs: PathBuf,
+}
+
+/// PostgreSQL's commit rate measured before the run and again once the services stopped, and
+/// RabbitMQ's confirmed publish rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline {
+    pub commits_before: f64,
+    /// `None` if the run ended before the second measurement.
+    pub commits_after: Option<f64>,
+    pub publishes: f64,
+}
+
+impl Baseline {
+    /// The commit rate Muster's figures are compared with: the mean of both measurements, so
+    /// that a box faster or slower at one end of the run does not make the ratio.
+    pub fn commits(&self) -> f64 {
+        match self.commits_after {
+            Some(after) => (self.commits_before + after) / 2.0,
+            None => self.commits_before,
+        }
+    }
 }
 
 const WRITES: [&str; 6] = [
@@ -87,8 +108,12 @@ impl Report {
             })
             .collect::<serde_json::Map<String, Value>>()
             .into();
-        let baseline = self.baselines.map(|(commits, publishes)| {
-            json!({"postgres_commits_per_second": commits, "rabbitmq_confirmed_publishes_per_second": publishes,
+        let baseline = self.baselines.map(|b| {
+            let commits = b.commits();
+            json!({"postgres_commits_per_second": commits,
+                   "postgres_commits_per_second_before": b.commits_before,
+                   "postgres_commits_per_second_after": b.commits_after,
+                   "rabbitmq_confirmed_publishes_per_second": b.publishes,
                    "post_users_over_commits": self.post_rate() / commits,
                    "scim_writes_over_commits": self.write_rate() / commits})
         });
@@ -179,10 +204,13 @@ impl Report {
         for (name, u) in &self.usage {
             println!("{:<20} {:>14.1} {:>12.1}", name, u.peak_rss_mib, u.cpu_seconds);
         }
-        if let Some((commits, publishes)) = self.baselines {
+        if let Some(b) = self.baselines {
+            let commits = b.commits();
+            let after = b.commits_after.map(|a| format!(", {a:.0} after")).unwrap_or_default();
             println!();
             println!(
-                "baseline on this box: PostgreSQL {commits:.0} commits/s (resource + outbox row), RabbitMQ {publishes:.0} confirmed publishes/s"
+                "baseline on this box: PostgreSQL {commits:.0} commits/s (resource + outbox row; {:.0} before the run{after}), RabbitMQ {:.0} confirmed publishes/s",
+                b.commits_before, b.publishes
             );
             println!(
                 "POST /Users {:.0}/s = {:.0} % of the commit rate; all SCIM writes {:.0}/s = {:.0} %",
@@ -193,5 +221,18 @@ impl Report {
             );
         }
         println!("service logs: {}", self.logs.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Baseline;
+
+    #[test]
+    fn the_commit_rate_compared_with_is_the_mean_of_both_ends_of_the_run() {
+        let both = Baseline { commits_before: 8_000.0, commits_after: Some(9_000.0), publishes: 1.0 };
+        assert_eq!(both.commits(), 8_500.0);
+        let before_only = Baseline { commits_before: 8_000.0, commits_after: None, publishes: 1.0 };
+        assert_eq!(before_only.commits(), 8_000.0);
     }
 }
