@@ -167,7 +167,8 @@ impl Ingress {
     }
 }
 
-/// Runs the ingress until `shutdown`: the binary's and `musterctl up`'s entry point.
+/// Runs the ingress until `shutdown`: the binary's entry point (`musterctl up` binds it with
+/// [`pool`] beside the other services).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     Ingress::bind(&settings, pool(&settings.database)?).await?.run(shutdown).await
 }
