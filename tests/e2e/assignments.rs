@@ -354,3 +354,56 @@ async fn waiting_seat_requests_are_granted_through_their_index_on_a_young_table(
         sqlx::query_scalar(&format!("explain (format json) {explain}")).fetch_one(&db.pool).await.unwrap();
     assert!(plan.to_string().contains("\"Index Name\":\"seat_requests_waiting\""), "{plan}");
 }
+
+/// The members an assignment change affects are paged through each group's index: a page
+/// reads about a page of memberships, not every membership after it.
+#[tokio::test]
+async fn a_page_of_affected_members_is_read_through_the_groups_index_in_id_order() {
+    let db = muster_testkit::db::TestDb::create().await;
+    let tenant = db.create_tenant("Contoso", "contoso.com").await.id;
+    let group = Uuid::now_v7();
+    sqlx::query("insert into scim.groups (tenant_id, id, display_name, resource) values ($1, $2, 'Everyone', '{}')")
+        .bind(tenant)
+        .bind(group)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into scim.group_members (tenant_id, group_id, member_id, member_type)
+         select $1, $2, gen_random_uuid(), case when n % 100 = 0 then 'Group' else 'User' end
+         from generate_series(1, 3000) as n",
+    )
+    .bind(tenant)
+    .bind(group)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("analyze scim.group_members").execute(&db.pool).await.unwrap();
+    let users: Vec<Uuid> =
+        sqlx::query_scalar("select member_id from scim.group_members where member_type = 'User' order by member_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let page = |after: Uuid| {
+        sqlx::query_scalar::<_, Uuid>(muster_members::assignments::AFFECTED_PAGE)
+            .bind(tenant)
+            .bind(vec![Uuid::now_v7()])
+            .bind(vec![group])
+            .bind(after)
+            .bind(500_i64)
+            .fetch_all(&db.pool)
+    };
+    assert_eq!(page(Uuid::nil()).await.unwrap(), users[..500]);
+    assert_eq!(page(users[499]).await.unwrap(), users[500..1000]);
+    assert_eq!(page(users[2900]).await.unwrap(), users[2901..]);
+
+    let explain = muster_members::assignments::AFFECTED_PAGE
+        .replace("$1", &format!("'{tenant}'"))
+        .replace("$2", &format!("'{{{}}}'", Uuid::now_v7()))
+        .replace("$3", &format!("'{{{group}}}'"))
+        .replace("$4", &format!("'{}'", users[499]))
+        .replace("$5", "500");
+    let plan: Value =
+        sqlx::query_scalar(&format!("explain (format json) {explain}")).fetch_one(&db.pool).await.unwrap();
+    assert!(!plan.to_string().contains("Seq Scan"), "{plan}");
+}

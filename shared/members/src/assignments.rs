@@ -679,6 +679,24 @@ pub enum Affected {
     ViaGroup(Uuid),
 }
 
+/// A page of the members an assignment change affects: those under the assignments `$2` and
+/// those in the groups `$3`, `$5` at most after `$4`, in id order. Each assignment and group
+/// is read through its index in id order and stops at the page's size: the first page's ids
+/// are among each one's first. As a union of the whole sets it read and sorted every member
+/// after `$4` for each page — a seq scan of the memberships, 25–75 ms a page, a hundred pages
+/// for the 50,000-member group (`auto_explain`, the 100,000-user benchmark).
+pub const AFFECTED_PAGE: &str = "select id from (
+         select s.id from unnest($2::uuid[]) as a(id)
+         cross join lateral (select scim_user_id as id from assignments.member_state
+                             where tenant_id = $1 and assignment_id = a.id and scim_user_id > $4
+                             order by scim_user_id limit $5) s
+         union
+         select m.id from unnest($3::uuid[]) as g(id)
+         cross join lateral (select member_id as id from scim.group_members
+                             where tenant_id = $1 and group_id = g.id and member_type = 'User' and member_id > $4
+                             order by member_id limit $5) m
+     ) affected order by id limit $5";
+
 impl Affected {
     /// Whom `change` can affect.
     pub fn of(change: &muster_contracts::events::AssignmentsChanged) -> Affected {
@@ -689,7 +707,7 @@ impl Affected {
         }
     }
 
-    /// Up to `limit` affected member ids after `after`, in id order.
+    /// Up to `limit` affected member ids after `after`, in id order (see [`AFFECTED_PAGE`]).
     pub async fn page(
         &self,
         conn: &mut PgConnection,
@@ -700,22 +718,14 @@ impl Affected {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match self {
             Affected::Governed { assignments, groups } => {
-                sqlx::query_scalar(
-                    "select id from (
-                         select scim_user_id as id from assignments.member_state
-                         where tenant_id = $1 and assignment_id = any($2) and scim_user_id > $4
-                         union
-                         select member_id from scim.group_members
-                         where tenant_id = $1 and group_id = any($3) and member_type = 'User' and member_id > $4
-                     ) affected order by id limit $5",
-                )
-                .bind(tenant)
-                .bind(assignments)
-                .bind(groups)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(conn)
-                .await
+                sqlx::query_scalar(AFFECTED_PAGE)
+                    .bind(tenant)
+                    .bind(assignments)
+                    .bind(groups)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await
             }
             Affected::Everyone => {
                 sqlx::query_scalar(
