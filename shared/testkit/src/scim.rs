@@ -92,6 +92,16 @@ impl Scim {
         resp.body["id"].as_str().unwrap_or_default().to_string()
     }
 
+    /// Creates `count` users named `<prefix><n>@contoso.com`, one after another, and returns
+    /// their ids in that order.
+    pub async fn create_users(&self, prefix: &str, count: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            ids.push(self.create_user(&format!("{prefix}{n}@contoso.com")).await);
+        }
+        ids
+    }
+
     /// Creates an empty group and returns its id.
     pub async fn create_group(&self, name: &str) -> String {
         let resp = self

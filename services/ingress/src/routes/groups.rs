@@ -275,7 +275,7 @@ async fn patch_members(
         return Ok(Some(current));
     }
     let held = store::hold_group_version(tx, tenant, gid).await?.ok_or_else(|| not_found(group_type(), id))?;
-    let row = commit_change_as(tx, tenant, held, None, delta, "patch").await?;
+    let row = write_next_version(tx, tenant, held, None, delta, "patch").await?;
     Ok(Some(row))
 }
 
@@ -315,12 +315,12 @@ async fn commit_change(
     if doc.is_none() && delta.is_empty() {
         return Ok(current);
     }
-    commit_change_as(tx, tenant, current, doc, delta, op).await
+    write_next_version(tx, tenant, current, doc, delta, op).await
 }
 
 /// Writes the group's next version after `current` (whose row the caller holds): its new
 /// document `doc` if any, with `scim.group.upserted` and/or `scim.group.members_changed`.
-async fn commit_change_as(
+async fn write_next_version(
     tx: &mut PgConnection,
     tenant: Uuid,
     current: ResourceRow,
@@ -329,10 +329,9 @@ async fn commit_change_as(
     op: &'static str,
 ) -> Result<ResourceRow, ApiError> {
     let gid = current.id;
-    let doc_changed = doc.is_some();
     let (version, at) = (current.version + 1, Utc::now());
     let mut events = Vec::new();
-    if doc_changed {
+    if doc.is_some() {
         events.push(event(tenant, EventKind::ScimGroupUpserted, gid, version, at));
     }
     if !delta.is_empty() {

@@ -29,10 +29,7 @@ async fn parallel_membership_patches_to_one_group_all_land() {
     let app = TestApp::spawn().await;
     let scim = app.scim();
     let group = scim.create_group("Everyone").await;
-    let mut users = Vec::new();
-    for i in 0..80 {
-        users.push(scim.create_user(&format!("u{i}@contoso.com")).await);
-    }
+    let users = scim.create_users("u", 80).await;
     let patches =
         users.chunks(10).map(|chunk| {
             let scim = scim.clone();
@@ -57,10 +54,7 @@ async fn parallel_adds_and_removes_of_one_group_leave_events_that_replay_to_its_
     let app = TestApp::spawn().await;
     let scim = app.scim();
     let group = scim.create_group("Everyone").await;
-    let mut users = Vec::new();
-    for i in 0..40 {
-        users.push(scim.create_user(&format!("u{i}@contoso.com")).await);
-    }
+    let users = scim.create_users("u", 40).await;
     // The first half joins, then 24 PATCHes at once: the second half joins in fours, and each
     // of the first half is removed, some twice, some re-added.
     let path = format!("/Groups/{group}");

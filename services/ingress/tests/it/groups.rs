@@ -11,10 +11,7 @@ async fn membership_patch_touches_only_the_delta_and_records_it() {
     let app = TestApp::spawn().await;
     let scim = app.scim();
     let group = scim.create_group("Engineering").await;
-    let mut users = Vec::new();
-    for i in 0..30 {
-        users.push(scim.create_user(&format!("m{i}@contoso.com")).await);
-    }
+    let users = scim.create_users("m", 30).await;
     let add: Vec<Value> = users.iter().map(|u| json!({"value": u})).collect();
     let resp = scim
         .patch(&format!("/Groups/{group}"), &patch_body(json!([{"op": "Add", "path": "members", "value": add}])))

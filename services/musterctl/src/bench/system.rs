@@ -208,17 +208,17 @@ pub fn sample_depths(
             }
             // A small outbox is cheap to count, and the wait for rest needs it current.
             let outbox_known = depths.lock().map(|d| d.outbox_now).unwrap_or(0);
-            if round % OUTBOX_EVERY == 1 || outbox_known < SMALL_OUTBOX {
-                let outbox: Option<i64> =
-                    sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&pool).await.ok();
-                if let (Some(outbox), Ok(mut d)) = (outbox, depths.lock()) {
+            let counted: Option<i64> = if round % OUTBOX_EVERY == 1 || outbox_known < SMALL_OUTBOX {
+                sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&pool).await.ok()
+            } else {
+                None
+            };
+            if let Ok(mut d) = depths.lock() {
+                if let Some(outbox) = counted {
                     d.deepest_outbox = d.deepest_outbox.max(outbox);
                     d.outbox_now = u64::try_from(outbox).unwrap_or(0);
                 }
-            }
-            if let Ok(mut d) = depths.lock() {
-                let outbox = d.outbox_now;
-                d.waiting_now = Some(waiting + outbox);
+                d.waiting_now = Some(waiting + d.outbox_now);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
