@@ -266,3 +266,91 @@ async fn an_event_only_for_integrations_is_published_even_when_nobody_binds_it()
     until_nothing_pending(&app, "the integration event published").await;
     probe.teardown(&names).await;
 }
+
+/// A relay that treats 10 SCIM events a second as a burst.
+fn start_burst_relay(
+    app: &TestApp,
+    amqp: &muster_infra::config::AmqpSettings,
+    quiet_ms: u64,
+    max_defer_ms: u64,
+) -> Relay {
+    let options = RelayOptions {
+        burst_events_per_second: 10,
+        burst_quiet_ms: quiet_ms,
+        burst_max_defer_ms: max_defer_ms,
+        ..options()
+    };
+    let relay = Relay::new(app.db.pool.clone(), amqp.clone(), options);
+    tokio::spawn(relay.clone().run(app.shutdown_token()));
+    relay
+}
+
+async fn pending_events(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_of_scim_writes_is_held_back_until_it_is_over() {
+    let (app, amqp, names, mut probe) = with_probe("scim.user.*").await;
+    let relay = start_burst_relay(&app, &amqp, 1_500, 60_000);
+    eventually(WAIT, "the relay to connect", || async { relay.health().is_connected().then_some(()) }).await;
+
+    let ids = app.scim().create_users("burst", 60).await;
+    let last_write = std::time::Instant::now();
+    // What went out before the relay saw the burst is at most what it read while crossing it.
+    assert!(pending_events(&app).await >= 30, "most of the burst is held back");
+
+    let mut got = Vec::new();
+    for _ in 0..ids.len() {
+        got.push(
+            probe.next(WAIT).await.expect("published once the burst is over").body["entity_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(
+        last_write.elapsed() >= Duration::from_secs(1),
+        "the held events went out only after the intake stayed quiet (after {:?})",
+        last_write.elapsed()
+    );
+    assert_eq!(got, ids, "in the order they were accepted");
+    assert!(probe.next(Duration::from_millis(300)).await.is_none(), "no duplicates");
+    probe.teardown(&names).await;
+}
+
+#[tokio::test]
+async fn no_event_is_held_back_longer_than_the_bound_while_a_burst_goes_on() {
+    let (app, amqp, names, mut probe) = with_probe("scim.user.*").await;
+    // The burst never counts as over here; only the one-second bound lets events out.
+    let relay = start_burst_relay(&app, &amqp, 600_000, 1_000);
+    eventually(WAIT, "the relay to connect", || async { relay.health().is_connected().then_some(()) }).await;
+
+    let scim = app.scim();
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    while started.elapsed() < Duration::from_secs(5) {
+        ids.push(scim.create_user(&format!("steady{}@contoso.com", ids.len())).await);
+        // About 40 a second: a burst to this relay, and under the test company's rate limit.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let oldest_waiting: f64 =
+        sqlx::query_scalar("select coalesce(extract(epoch from now() - min(created_at))::float8, 0) from scim.outbox")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(pending_events(&app).await >= 10, "the relay holds the burst back");
+    assert!(oldest_waiting < 3.0, "nothing waits much past the bound: the oldest waited {oldest_waiting:.1} s");
+
+    let mut got = Vec::new();
+    for _ in 0..ids.len() {
+        got.push(
+            probe.next(WAIT).await.expect("every event, within the bound").body["entity_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(got, ids, "in the order they were accepted");
+    probe.teardown(&names).await;
+}

@@ -14,6 +14,10 @@
 //! - A broker outage only delays events: the relay reconnects with capped, jittered backoff
 //!   and resumes where the outbox stands. A crash between publish and record republishes what
 //!   was in flight: delivery is at least once, and consumers deduplicate by entity version.
+//! - During a burst of SCIM writes it holds events back, each at most `burst_max_defer_ms`,
+//!   and publishes them once the burst is over ([`burst`]).
+
+pub mod burst;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -46,6 +50,9 @@ batch_size = 500
 batches_in_flight = 3
 idle_poll_ms = 50
 confirm_timeout_ms = 15000
+burst_events_per_second = 200
+burst_quiet_ms = 2000
+burst_max_defer_ms = 60000
 "#;
 
 /// Advisory-lock key under which one replica at a time publishes ("muster.relay").
@@ -56,6 +63,10 @@ const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// The outbox depth is reported this often.
 const REPORT_DEPTH_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the SCIM intake is sampled (rows the publishing reads have not seen yet), and how
+/// long the relay sleeps while it holds everything back.
+const SAMPLE_INTAKE_EVERY: Duration = Duration::from_millis(250);
 
 /// Tuning of the relay loop.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -68,12 +79,27 @@ pub struct RelayOptions {
     pub idle_poll_ms: u64,
     /// A batch whose confirms take longer is treated as a broker failure and retried.
     pub confirm_timeout_ms: u64,
+    /// SCIM events a second (over one second) that make a burst, during which events are held
+    /// back; 0: never hold them.
+    pub burst_events_per_second: u64,
+    /// A burst is over once the SCIM intake has stayed below the threshold this long.
+    pub burst_quiet_ms: u64,
+    /// No event is held back longer than this, burst or not.
+    pub burst_max_defer_ms: u64,
 }
 
 impl Default for RelayOptions {
     /// The values of [`RELAY_DEFAULTS`] (a test keeps them equal), for settings built in code.
     fn default() -> Self {
-        RelayOptions { batch_size: 500, batches_in_flight: 3, idle_poll_ms: 50, confirm_timeout_ms: 15_000 }
+        RelayOptions {
+            batch_size: 500,
+            batches_in_flight: 3,
+            idle_poll_ms: 50,
+            confirm_timeout_ms: 15_000,
+            burst_events_per_second: 200,
+            burst_quiet_ms: 2_000,
+            burst_max_defer_ms: 60_000,
+        }
     }
 }
 
@@ -228,13 +254,15 @@ impl Relay {
         metrics::gauge!("relay_leader").set(1.0);
         let led = self.publish_while_leading(&mut conn, channel, shutdown).await;
         metrics::gauge!("relay_leader").set(0.0);
+        metrics::gauge!("relay_deferring").set(0.0);
         let _ = sqlx::Connection::close(conn).await;
         led
     }
 
     /// Keeps up to `batches_in_flight` batches at the broker: each turn reads and sends what
-    /// the outbox holds beyond them, then records the oldest once it is confirmed. On shutdown
-    /// what is in flight is still recorded.
+    /// the outbox holds beyond them, then records the oldest once it is confirmed. During a
+    /// burst of SCIM writes it sends only once the oldest waiting row is due. On shutdown what
+    /// is in flight is still recorded.
     async fn publish_while_leading(
         &self,
         conn: &mut PgConnection,
@@ -244,6 +272,18 @@ impl Relay {
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut depth_reported: Option<Instant> = None;
         let depth = self.options.batches_in_flight.max(1);
+        let max_id: i64 =
+            sqlx::query_scalar("select coalesce(max(id), 0) from scim.outbox").fetch_one(&mut *conn).await?;
+        let mut intake = burst::Intake::new(
+            self.options.burst_events_per_second,
+            Duration::from_millis(self.options.burst_quiet_ms),
+            max_id,
+            Instant::now(),
+        );
+        let mut sampled = Instant::now();
+        // Shown from the start, so that "no burst yet" reads as 0 rather than as missing.
+        metrics::counter!("relay_bursts_total").increment(0);
+        metrics::gauge!("relay_deferring").set(0.0);
         loop {
             if shutdown.is_cancelled() {
                 while let Some(batch) = in_flight.pop_front() {
@@ -255,8 +295,17 @@ impl Relay {
                 depth_reported = Some(Instant::now());
                 report_depth(conn).await?;
             }
+            if self.options.burst_events_per_second > 0 && sampled.elapsed() >= SAMPLE_INTAKE_EVERY {
+                sampled = Instant::now();
+                let (max_id, new_events) = sample_intake(conn, intake.seen_max_id()).await?;
+                turned(intake.count(new_events, max_id, Instant::now()));
+            }
             while in_flight.len() < depth {
+                if intake.deferring() && !self.oldest_is_due(conn, &in_flight).await? {
+                    break;
+                }
                 let rows = self.next_rows(conn, &in_flight).await?;
+                turned(intake.observe(rows.iter().map(|r| (r.id, r.routing_key.as_str())), Instant::now()));
                 let full = rows.len() as i64 >= self.options.batch_size;
                 if !rows.is_empty() {
                     in_flight.push_back(self.send(channel, rows).await?);
@@ -267,9 +316,27 @@ impl Relay {
             }
             match in_flight.pop_front() {
                 Some(batch) => self.record(conn, batch).await?,
+                None if intake.deferring() => sleep_or_shutdown(SAMPLE_INTAKE_EVERY, shutdown).await,
                 None => sleep_or_shutdown(Duration::from_millis(self.options.idle_poll_ms), shutdown).await,
             }
         }
+    }
+
+    /// Whether the oldest pending row past those in flight has waited `burst_max_defer_ms`.
+    async fn oldest_is_due(&self, conn: &mut PgConnection, in_flight: &VecDeque<InFlight>) -> sqlx::Result<bool> {
+        let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
+        let due: Option<bool> = sqlx::query_scalar(
+            "select created_at <= now() - make_interval(secs => $1)
+             from scim.outbox
+             where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
+             order by id limit 1",
+        )
+        .persistent(false)
+        .bind(self.options.burst_max_defer_ms as f64 / 1000.0)
+        .bind(&sent)
+        .fetch_optional(conn)
+        .await?;
+        Ok(due.unwrap_or(false))
     }
 
     /// The next pending rows in outbox order, past those in flight. Read from the lowest
@@ -380,6 +447,38 @@ impl Relay {
         metrics::counter!("relay_published_total").increment(published.len() as u64);
         metrics::counter!("relay_publish_failures_total").increment(failed.len() as u64);
         Ok(())
+    }
+}
+
+/// The highest outbox id past `after` and how many of the rows past it are SCIM events. Rows
+/// the relay publishes at once are deleted before a sample sees them: the publishing read
+/// counts those ([`burst::Intake::observe`]).
+async fn sample_intake(conn: &mut PgConnection, after: i64) -> sqlx::Result<(i64, u64)> {
+    // Not prepared: a plan made while the outbox was empty would scan it whole.
+    let (max_id, scim_events): (i64, i64) = sqlx::query_as(
+        "select coalesce(max(id), $1), count(*) filter (where routing_key like 'scim.%')
+         from scim.outbox where id > $1",
+    )
+    .persistent(false)
+    .bind(after)
+    .fetch_one(conn)
+    .await?;
+    Ok((max_id, scim_events.max(0) as u64))
+}
+
+/// Says so when the relay starts or stops holding events back.
+fn turned(turn: Option<burst::Turn>) {
+    match turn {
+        Some(burst::Turn::Deferring { events_per_second }) => {
+            metrics::gauge!("relay_deferring").set(1.0);
+            metrics::counter!("relay_bursts_total").increment(1);
+            tracing::info!(events_per_second, "burst of SCIM writes: holding events back until it is over");
+        }
+        Some(burst::Turn::Released) => {
+            metrics::gauge!("relay_deferring").set(0.0);
+            tracing::info!("burst over: publishing the events held back");
+        }
+        None => {}
     }
 }
 

@@ -206,6 +206,10 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
         lookups(&company, &scim, args.lookups, args.lookup_connections, args.seed).await;
     }
     let final_counts = final_counts(&pool, tenant.id).await.unwrap_or(Value::Null);
+    let relay_bursts = match relay {
+        Some(relay) => relay.metric("relay_bursts_total").await,
+        None => None,
+    };
     stop_sampling.cancel();
     let usage: Vec<(&'static str, system::Usage)> = services.iter().map(|s| (s.name, s.usage())).collect();
     for service in services {
@@ -246,6 +250,7 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
         depths,
         baselines,
         held_outbox,
+        relay_bursts,
         logs,
     };
     report.print(args.json);

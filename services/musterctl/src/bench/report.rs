@@ -27,6 +27,8 @@ pub struct Report {
     pub baselines: Option<Baseline>,
     /// With `--hold-relay`: the events waiting in the outbox when the relay was let go.
     pub held_outbox: Option<i64>,
+    /// How often the relay held events back during a burst (`relay_bursts_total`).
+    pub relay_bursts: Option<f64>,
     pub logs: PathBuf,
 }
 
@@ -137,6 +139,7 @@ impl Report {
             "baseline": baseline,
             "relay_held": self.args.hold_relay,
             "outbox_when_relay_released": self.held_outbox,
+            "relay_bursts": self.relay_bursts,
             "logs": self.logs,
         })
     }
@@ -187,6 +190,13 @@ impl Report {
                 "relay held through the write phases: {} events waited in the outbox; every worker's share came after the last write",
                 self.held_outbox.map_or_else(|| "?".to_string(), |n| n.to_string())
             );
+        }
+        match self.relay_bursts {
+            Some(n) if n > 0.0 => println!(
+                "the relay held events back during {n:.0} burst(s) of SCIM writes (relay.burst_events_per_second)"
+            ),
+            Some(_) => println!("the relay published as the events came (no burst)"),
+            None => {}
         }
         match self.settle {
             Some(settle) => println!("everyone provisioned {:.1} s after the last SCIM write", settle.as_secs_f64()),

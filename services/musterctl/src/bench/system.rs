@@ -115,6 +115,13 @@ pub async fn start(
 }
 
 impl Service {
+    /// A counter or gauge from the service's `/metrics`, if it serves it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Peak RSS (VmHWM) and CPU time so far.
     pub fn usage(&self) -> Usage {
         let Some(pid) = self.child.id() else { return Usage::default() };
