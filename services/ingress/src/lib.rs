@@ -11,6 +11,7 @@ pub mod query;
 pub mod render;
 pub mod routes;
 pub mod store;
+pub mod user_lookups;
 pub mod user_writes;
 
 use std::net::SocketAddr;
@@ -94,6 +95,8 @@ pub struct AppState {
     pub user_inserts: user_writes::UserWrites,
     /// Where `PUT`/`PATCH /Users` hand the next version of a user to be written.
     pub user_updates: user_writes::UserWrites,
+    /// Where `GET /Users?filter=userName eq "…"` looks its user up.
+    pub user_lookups: user_lookups::UserLookups,
 }
 
 /// The whole HTTP surface: `/scim/v2/…` plus `/healthz`, `/readyz`, `/metrics`. Starts the
@@ -106,6 +109,7 @@ pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
         pool: pool.clone(),
         user_inserts: user_writes::UserWrites::spawn(db.clone(), store::UserStatement::Insert),
         user_updates: user_writes::UserWrites::spawn(db.clone(), store::UserStatement::Update),
+        user_lookups: user_lookups::UserLookups::spawn(db.clone()),
         db,
         limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
         tokens: TokenCache::new(&pool),

@@ -62,6 +62,15 @@ enum Each {
     Membership(String),
 }
 
+/// The name in `userName eq "…"` (any case of the attribute, with or without the core
+/// schema's URN), the filter of Entra's lookup before every create; `None` for any other filter.
+pub fn user_name_eq<'f>(rt: &ResourceType, filter: &'f Filter) -> Option<&'f str> {
+    let Filter::Compare(path, CompareOp::Eq, value) = filter else { return None };
+    let core = path.urn.as_deref().is_none_or(|u| u.eq_ignore_ascii_case(rt.schema.id));
+    let user_name = rt.kind == ResourceKind::User && path.attr.eq_ignore_ascii_case("userName");
+    (core && user_name && path.sub.is_none()).then(|| value.as_str()).flatten()
+}
+
 /// Appends ` and (<condition>)` for `filter` to `qb`.
 pub fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, rt: &ResourceType, filter: &Filter) -> Result<(), ScimError> {
     let mut compiler = Compiler { rt, aliases: 0 };

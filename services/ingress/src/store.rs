@@ -339,6 +339,40 @@ pub async fn list(
     Ok((Vec::new(), total))
 }
 
+/// The users named `names` (company, `userName`; compared as `userName eq` compares, without
+/// case), each with its groups, in the order asked: Entra's lookup before every create, many at
+/// once ([`crate::user_lookups`]). A name is unique within its company, so one row at most each.
+pub async fn find_users_by_name(
+    conn: &mut PgConnection,
+    names: &[(Uuid, &str)],
+) -> sqlx::Result<Vec<Option<ResourceRow>>> {
+    let tenants: Vec<Uuid> = names.iter().map(|(tenant, _)| *tenant).collect();
+    let user_names: Vec<&str> = names.iter().map(|(_, name)| *name).collect();
+    // Driven from the names, each a probe of `users_user_name_key` in a lateral that cannot be
+    // flattened (`offset 0`): the ingress's plans are generic, often made on empty tables.
+    let rows = sqlx::query(&format!(
+        "select k.n, r.id, r.resource, r.version, r.created_at, r.updated_at{USER_GROUPS}
+         from unnest($1::uuid[], $2::text[]) with ordinality as k(tenant_id, user_name, n)
+         cross join lateral (
+             select u.tenant_id, u.id, u.resource, u.version, u.created_at, u.updated_at
+             from scim.users u
+             where u.tenant_id = k.tenant_id and lower(u.user_name) = lower(k.user_name) offset 0) r"
+    ))
+    .bind(&tenants)
+    .bind(&user_names)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut found = vec![None; names.len()];
+    for row in &rows {
+        use sqlx::Row;
+        let n: i64 = row.try_get("n")?;
+        if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| found.get_mut(i)) {
+            *slot = Some(ResourceRow::from_row(row)?);
+        }
+    }
+    Ok(found)
+}
+
 /// A member of a group, as returned in `members`.
 #[derive(Debug, Clone, FromRow)]
 pub struct MemberRow {

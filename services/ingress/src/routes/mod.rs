@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::error::{ApiError, scim_json};
 use crate::extract::none_match;
 use crate::params::{ListParams, selection};
+use crate::query::user_name_eq;
 use crate::render::{groups_json, members_json, render, resource_response};
 use crate::store::{self, ResourceRow};
 
@@ -119,11 +120,22 @@ pub async fn list_resources(
     let params = ListParams::parse(params, &state.scim)?;
     let with_related =
         wants_attribute(rt, params.attributes.as_deref(), params.excluded.as_deref(), related_attribute(rt));
-    let mut conn = state.db.acquire().await?;
-    let (rows, total) =
-        store::list(&mut conn, rt, tenant, params.filter.as_ref(), params.start_index - 1, params.count, with_related)
-            .await?;
-    conn.release();
+    let user_name = params.filter.as_ref().and_then(|f| user_name_eq(rt, f));
+    let (rows, total) = match user_name {
+        // Entra's lookup before a create: shared with the lookups running beside it.
+        Some(name) if params.start_index == 1 && params.count > 0 && with_related => {
+            let rows: Vec<_> = state.user_lookups.find(tenant, name).await?.into_iter().collect();
+            let total = rows.len() as i64;
+            (rows, total)
+        }
+        _ => {
+            let mut conn = state.db.acquire().await?;
+            let (start, count) = (params.start_index - 1, params.count);
+            let listed = store::list(&mut conn, rt, tenant, params.filter.as_ref(), start, count, with_related).await?;
+            conn.release();
+            listed
+        }
+    };
     // A user's groups came with the list (when asked for); a group's members are read now.
     let mut related: HashMap<Uuid, Value> = match rt.kind {
         ResourceKind::User => rows.iter().filter_map(|r| Some((r.id, groups_json(base, &r.groups()?)))).collect(),

@@ -166,6 +166,49 @@ async fn parallel_creates_share_statements_and_each_gets_its_own_user_and_event(
 }
 
 #[tokio::test]
+async fn parallel_lookups_by_user_name_share_statements_and_each_gets_its_own_answer() {
+    let app = TestApp::spawn().await;
+    let scim = app.scim();
+    let ids = scim.create_users("seek", 24).await;
+    let group = scim.create_group("Seekers").await;
+    let members: Vec<Value> = ids.iter().step_by(2).map(|id| json!({"value": id})).collect();
+    let added = scim
+        .patch(&format!("/Groups/{group}"), &patch_body(json!([{"op": "add", "path": "members", "value": members}])))
+        .await;
+    assert_eq!(added.status, 204, "{}", added.text);
+
+    // Every stored user, asked for in another case, and as many names nobody has.
+    let asked: Vec<(String, Option<usize>)> = (0..24)
+        .map(|n| (format!("SEEK{n}@Contoso.com"), Some(n)))
+        .chain((0..24).map(|n| (format!("nobody{n}@contoso.com"), None)))
+        .collect();
+    let answers = join_all(asked.iter().map(|(name, _)| {
+        let scim = scim.clone();
+        async move { scim.list("Users", &format!("userName eq \"{name}\"")).await }
+    }))
+    .await;
+    for ((name, user), answer) in asked.iter().zip(&answers) {
+        assert_eq!(answer.status, 200, "{name}: {}", answer.text);
+        match user {
+            Some(n) => {
+                assert_eq!(answer.body["totalResults"], 1, "{name}: {}", answer.text);
+                let found = &answer.body["Resources"][0];
+                assert_eq!(found["id"], ids[*n].as_str(), "{name} answered with its own user");
+                assert_eq!(found["userName"], format!("seek{n}@contoso.com"));
+                let groups = found["groups"].as_array().map_or(0, Vec::len);
+                assert_eq!(groups, usize::from(n % 2 == 0), "{name}'s groups: {found}");
+            }
+            None => {
+                assert_eq!(answer.body["totalResults"], 0, "{name}: {}", answer.text);
+                assert_eq!(answer.body["Resources"], json!([]));
+            }
+        }
+    }
+    let (single, batches) = batches_of(&app, "user_lookups").await;
+    assert!(single < batches, "some lookups shared a statement: {single} of {batches} batches held one");
+}
+
+#[tokio::test]
 async fn a_create_the_database_refuses_fails_alone() {
     let app = TestApp::spawn().await;
     let scim = app.scim();

@@ -48,3 +48,19 @@ async fn membership_reads_and_removals_planned_on_empty_tables_still_go_by_their
         assert!(!removal.contains(walk), "the removal plans a {walk}: {removal}");
     }
 }
+
+#[tokio::test]
+async fn the_shared_lookup_by_user_name_planned_on_empty_tables_probes_the_name_index() {
+    let app = TestApp::spawn().await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    let names = [(app.tenant.id, "ann@contoso.com"), (app.tenant.id, "bob@contoso.com")];
+    let found = muster_ingress::store::find_users_by_name(&mut conn, &names).await.unwrap();
+    assert!(found.iter().all(Option::is_none));
+
+    let plan = plan_of(&mut conn, "with ordinality as k(tenant_id, user_name, n)").await;
+    assert!(plan.contains("users_user_name_key"), "{plan}");
+    assert!(plan.contains("group_members_by_member"), "{plan}");
+    for walk in ["Seq Scan", "Bitmap", "Hash"] {
+        assert!(!plan.contains(walk), "the lookup plans a {walk}: {plan}");
+    }
+}
