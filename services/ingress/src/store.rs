@@ -348,23 +348,45 @@ pub async fn find_users_by_name(
 ) -> sqlx::Result<Vec<Option<ResourceRow>>> {
     let tenants: Vec<Uuid> = names.iter().map(|(tenant, _)| *tenant).collect();
     let user_names: Vec<&str> = names.iter().map(|(_, name)| *name).collect();
-    // Driven from the names, each a probe of `users_user_name_key` in a lateral that cannot be
-    // flattened (`offset 0`): the ingress's plans are generic, often made on empty tables.
-    let rows = sqlx::query(&format!(
+    let rows = sqlx::query(&users_by_key("text", "lower(u.user_name) = lower(k.key)"))
+        .bind(&tenants)
+        .bind(&user_names)
+        .fetch_all(&mut *conn)
+        .await?;
+    in_asked_order(&rows, names.len())
+}
+
+/// The users `ids` (company, id), each with its groups, in the order asked: the read before
+/// a `PUT`/`PATCH`, many at once ([`crate::user_lookups`]).
+pub async fn find_users_by_id(conn: &mut PgConnection, ids: &[(Uuid, Uuid)]) -> sqlx::Result<Vec<Option<ResourceRow>>> {
+    let tenants: Vec<Uuid> = ids.iter().map(|(tenant, _)| *tenant).collect();
+    let user_ids: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+    let rows =
+        sqlx::query(&users_by_key("uuid", "u.id = k.key")).bind(&tenants).bind(&user_ids).fetch_all(&mut *conn).await?;
+    in_asked_order(&rows, ids.len())
+}
+
+/// Users, each with its groups, by a key of type `key_type` (`$2`, beside the companies in
+/// `$1`) that `condition` compares with `u`.
+///
+/// Driven from the keys, each a probe of an index in a lateral that cannot be flattened
+/// (`offset 0`): the ingress's plans are generic, often made on empty tables.
+fn users_by_key(key_type: &str, condition: &str) -> String {
+    format!(
         "select k.n, r.id, r.resource, r.version, r.created_at, r.updated_at{USER_GROUPS}
-         from unnest($1::uuid[], $2::text[]) with ordinality as k(tenant_id, user_name, n)
+         from unnest($1::uuid[], $2::{key_type}[]) with ordinality as k(tenant_id, key, n)
          cross join lateral (
              select u.tenant_id, u.id, u.resource, u.version, u.created_at, u.updated_at
              from scim.users u
-             where u.tenant_id = k.tenant_id and lower(u.user_name) = lower(k.user_name) offset 0) r"
-    ))
-    .bind(&tenants)
-    .bind(&user_names)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut found = vec![None; names.len()];
-    for row in &rows {
-        use sqlx::Row;
+             where u.tenant_id = k.tenant_id and {condition} offset 0) r"
+    )
+}
+
+/// Rows of [`users_by_key`] in the slots of the keys asked (`n`, from 1), `None` where none.
+fn in_asked_order(rows: &[sqlx::postgres::PgRow], asked: usize) -> sqlx::Result<Vec<Option<ResourceRow>>> {
+    use sqlx::Row;
+    let mut found = vec![None; asked];
+    for row in rows {
         let n: i64 = row.try_get("n")?;
         if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| found.get_mut(i)) {
             *slot = Some(ResourceRow::from_row(row)?);

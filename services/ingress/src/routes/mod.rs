@@ -124,7 +124,7 @@ pub async fn list_resources(
     let (rows, total) = match user_name {
         // Entra's lookup before a create: shared with the lookups running beside it.
         Some(name) if params.start_index == 1 && params.count > 0 && with_related => {
-            let rows: Vec<_> = state.user_lookups.find(tenant, name).await?.into_iter().collect();
+            let rows: Vec<_> = state.user_lookups.by_name(tenant, name).await?.into_iter().collect();
             let total = rows.len() as i64;
             (rows, total)
         }

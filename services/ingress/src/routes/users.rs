@@ -134,10 +134,8 @@ async fn write(
     let mut attempt = 0;
     let row = loop {
         let written = if attempt < UNLOCKED_ATTEMPTS {
-            // The read on a connection of its own; the write with the others that come meanwhile.
-            let mut conn = state.db.acquire().await?;
-            let current = store::find_user_with_groups(&mut *conn, tenant, uid, false).await?;
-            conn.release();
+            // The read with the others that come meanwhile, then the write likewise.
+            let current = state.user_lookups.by_id(tenant, uid).await?;
             match next_version(tenant, uid, current, id, headers, &change)? {
                 Next::Unchanged(row) => Written::Unchanged(row),
                 Next::Changed { groups, user } => {

@@ -269,6 +269,8 @@ async fn parallel_patches_of_many_users_share_statements_and_a_refused_one_fails
     }
     let (single, batches) = batches_of(&app, "user_updates").await;
     assert!(single < batches, "some PATCHes shared a statement: {single} of {batches} batches held one");
+    let (single, batches) = batches_of(&app, "user_reads").await;
+    assert!(single < batches, "some reads before a write shared a statement: {single} of {batches} batches held one");
 }
 
 /// From the ingress's metrics: how many of `batch`'s statements wrote a single user, and how

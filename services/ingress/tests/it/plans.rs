@@ -50,17 +50,25 @@ async fn membership_reads_and_removals_planned_on_empty_tables_still_go_by_their
 }
 
 #[tokio::test]
-async fn the_shared_lookup_by_user_name_planned_on_empty_tables_probes_the_name_index() {
+async fn the_shared_reads_of_users_planned_on_empty_tables_probe_their_index() {
     let app = TestApp::spawn().await;
+    let tenant = app.tenant.id;
     let mut conn = app.pool.acquire().await.unwrap();
-    let names = [(app.tenant.id, "ann@contoso.com"), (app.tenant.id, "bob@contoso.com")];
+    let names = [(tenant, "ann@contoso.com"), (tenant, "bob@contoso.com")];
     let found = muster_ingress::store::find_users_by_name(&mut conn, &names).await.unwrap();
     assert!(found.iter().all(Option::is_none));
+    let ids = [(tenant, Uuid::now_v7()), (tenant, Uuid::now_v7())];
+    let found = muster_ingress::store::find_users_by_id(&mut conn, &ids).await.unwrap();
+    assert!(found.iter().all(Option::is_none));
 
-    let plan = plan_of(&mut conn, "with ordinality as k(tenant_id, user_name, n)").await;
-    assert!(plan.contains("users_user_name_key"), "{plan}");
-    assert!(plan.contains("group_members_by_member"), "{plan}");
-    for walk in ["Seq Scan", "Bitmap", "Hash"] {
-        assert!(!plan.contains(walk), "the lookup plans a {walk}: {plan}");
+    for (needle, index) in
+        [("lower(u.user_name) = lower(k.key)", "users_user_name_key"), ("u.id = k.key", "users_pkey")]
+    {
+        let plan = plan_of(&mut conn, needle).await;
+        assert!(plan.contains(index), "{needle}: {plan}");
+        assert!(plan.contains("group_members_by_member"), "{needle}: {plan}");
+        for walk in ["Seq Scan", "Bitmap", "Hash"] {
+            assert!(!plan.contains(walk), "{needle} plans a {walk}: {plan}");
+        }
     }
 }
