@@ -1,8 +1,11 @@
-//! When to hold events back: during a burst of SCIM writes (an Entra initial sync, a large
-//! group's memberships) the relay defers publishing, so that the ingress, PostgreSQL and RabbitMQ
-//! do not share the box with every worker at once. On two cores the workers, their PostgreSQL
-//! sessions and the broker took about twice the ingress's share of the CPU during a sync, and the
-//! ingress answered Entra at a third of its rate (docs/performance.md, ninth pass). Workers only
+//! When to hold events back (off unless `relay.burst_events_per_second` is set): during a burst
+//! of SCIM writes (an Entra initial sync, a large group's memberships) the relay defers
+//! publishing, so that the ingress, PostgreSQL and RabbitMQ do not share the box with every
+//! worker at once. On two cores the workers, their PostgreSQL sessions and the broker took about
+//! twice the ingress's share of the CPU during a sync, and holding the events back doubled the
+//! rate at which Entra was answered — but moved the workers' whole share after Entra's last
+//! write, to the edge of the 120 s provisioning target on a slow box (docs/performance.md, ninth
+//! pass): an operator's choice for a box shared by every service, not a default. Workers only
 //! ever act on an entity's latest state, so events processed later cost no correctness; a row
 //! still waits no longer than `burst_max_defer_ms`, burst or not.
 //!

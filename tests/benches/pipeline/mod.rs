@@ -52,8 +52,7 @@ impl Pipeline {
         let relay = Relay::new(
             muster_infra::db::pool(&database)?,
             amqp.clone(),
-            // These benches time the workers: the company's set-up, a burst, is not held back.
-            RelayOptions { confirm_timeout_ms: 10_000, burst_events_per_second: 0, ..RelayOptions::default() },
+            RelayOptions { confirm_timeout_ms: 10_000, ..RelayOptions::default() },
         );
         tokio::spawn(relay.run(app.shutdown_token()));
         Ok(Pipeline { app, amqp, database, workers, names })
