@@ -262,8 +262,8 @@ impl Relay {
 
     /// Keeps up to `batches_in_flight` batches at the broker: each turn reads and sends what
     /// the outbox holds beyond them, then records the oldest once it is confirmed. During a
-    /// burst of SCIM writes it sends only once the oldest waiting row is due. On shutdown what
-    /// is in flight is still recorded.
+    /// burst of SCIM writes it sends only the rows that are due. On shutdown what is in flight
+    /// is still recorded.
     async fn publish_while_leading(
         &self,
         conn: &mut PgConnection,
@@ -302,10 +302,14 @@ impl Relay {
                 turned(intake.count(new_events, max_id, Instant::now()));
             }
             while in_flight.len() < depth {
-                if intake.deferring() && !self.oldest_is_due(conn, &in_flight).await? {
-                    break;
-                }
-                let rows = self.next_rows(conn, &in_flight).await?;
+                let through = match intake.deferring() {
+                    true => match self.due_through(conn, &in_flight).await? {
+                        Some(id) => id,
+                        None => break,
+                    },
+                    false => i64::MAX,
+                };
+                let rows = self.next_rows(conn, &in_flight, through).await?;
                 turned(intake.observe(rows.iter().map(|r| (r.id, r.routing_key.as_str())), Instant::now()));
                 let full = rows.len() as i64 >= self.options.batch_size;
                 if !rows.is_empty() {
@@ -323,42 +327,47 @@ impl Relay {
         }
     }
 
-    /// Whether the oldest pending row past those in flight has waited `burst_max_defer_ms`.
-    async fn oldest_is_due(&self, conn: &mut PgConnection, in_flight: &VecDeque<InFlight>) -> sqlx::Result<bool> {
+    /// While holding back: the highest id among the next pending rows (past those in flight,
+    /// a batch of them) that have waited `burst_max_defer_ms`; `None` if none has. The read is
+    /// bounded by the batch, however long the outbox.
+    async fn due_through(&self, conn: &mut PgConnection, in_flight: &VecDeque<InFlight>) -> sqlx::Result<Option<i64>> {
         let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
-        let due: Option<bool> = sqlx::query_scalar(
-            "select created_at <= now() - make_interval(secs => $1)
-             from scim.outbox
-             where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
-             order by id limit 1",
+        sqlx::query_scalar(
+            "select max(id) from (
+                 select id, created_at from scim.outbox
+                 where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
+                 order by id limit $3) next
+             where created_at <= now() - make_interval(secs => $1)",
         )
         .persistent(false)
         .bind(self.options.burst_max_defer_ms as f64 / 1000.0)
         .bind(&sent)
-        .fetch_optional(conn)
-        .await?;
-        Ok(due.unwrap_or(false))
+        .bind(self.options.batch_size)
+        .fetch_one(conn)
+        .await
     }
 
-    /// The next pending rows in outbox order, past those in flight. Read from the lowest
-    /// pending id each time rather than from a cursor: ids are taken at insert but become
-    /// visible at commit, so a lower id can appear after higher ones were published.
+    /// The next pending rows in outbox order up to id `through`, past those in flight. Read
+    /// from the lowest pending id each time rather than from a cursor: ids are taken at insert
+    /// but become visible at commit, so a lower id can appear after higher ones were published.
     async fn next_rows(
         &self,
         conn: &mut PgConnection,
         in_flight: &VecDeque<InFlight>,
+        through: i64,
     ) -> sqlx::Result<Vec<PendingRow>> {
         let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
         sqlx::query_as::<_, PendingRow>(
             "select id, event_id, routing_key, envelope::text as payload, traceparent, attempts, created_at
              from scim.outbox
-             where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
+             where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2) and id <= $3
              order by id limit $1",
         )
         // Planned with the ids in hand, so the planner hashes them (and see `record`).
         .persistent(false)
         .bind(self.options.batch_size)
         .bind(&sent)
+        .bind(through)
         .fetch_all(conn)
         .await
     }
