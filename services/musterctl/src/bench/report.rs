@@ -191,7 +191,7 @@ impl Report {
                 self.held_outbox.map_or_else(|| "?".to_string(), |n| n.to_string())
             );
         }
-        match self.relay_bursts {
+        match self.relay_bursts.filter(|_| !self.args.hold_relay) {
             Some(n) if n > 0.0 => println!(
                 "the relay held events back during {n:.0} burst(s) of SCIM writes (relay.burst_events_per_second)"
             ),
