@@ -197,6 +197,11 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
         while Instant::now() < quiet_by && maintenance_running(&pool).await {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        // The sampler's `count(*)` of the outbox reads the whole table — every row the sync
+        // left dead, without autovacuum — with parallel workers, four times a second once the
+        // outbox is small: at rest it was most of what else the box did during the lookups
+        // (`pg_stat_activity`). Everything is at rest now; nothing is left to sample.
+        stop_sampling.cancel();
         progress(&format!(
             "{} lookups of stored users, {} connections (at rest after {:.0} s)",
             args.lookups,

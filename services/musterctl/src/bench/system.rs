@@ -213,10 +213,18 @@ pub fn sample_depths(
                     }
                 }
             }
-            // A small outbox is cheap to count, and the wait for rest needs it current.
+            // A small outbox is counted at every sample (the wait for rest needs it current),
+            // through its primary key and no further than it is small: a plain `count(*)` reads
+            // the whole table, and without autovacuum that is every row the sync left dead.
             let outbox_known = depths.lock().map(|d| d.outbox_now).unwrap_or(0);
-            let counted: Option<i64> = if round % OUTBOX_EVERY == 1 || outbox_known < SMALL_OUTBOX {
+            let counted: Option<i64> = if round % OUTBOX_EVERY == 1 {
                 sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&pool).await.ok()
+            } else if outbox_known < SMALL_OUTBOX {
+                sqlx::query_scalar("select count(*) from (select id from scim.outbox order by id limit $1) small")
+                    .bind(SMALL_OUTBOX as i64)
+                    .fetch_one(&pool)
+                    .await
+                    .ok()
             } else {
                 None
             };
