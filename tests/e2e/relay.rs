@@ -285,6 +285,16 @@ fn start_burst_relay(
     relay
 }
 
+/// The entity ids of the next `count` events, failing with `what` if one does not come.
+async fn entity_ids(probe: &mut Probe, count: usize, what: &str) -> Vec<String> {
+    let mut got = Vec::with_capacity(count);
+    for _ in 0..count {
+        let event = probe.next(WAIT).await.unwrap_or_else(|| panic!("{what}: {} of {count} came", got.len()));
+        got.push(event.body["entity_id"].as_str().unwrap_or_default().to_string());
+    }
+    got
+}
+
 async fn pending_events(app: &TestApp) -> i64 {
     sqlx::query_scalar("select count(*) from scim.outbox").fetch_one(&app.db.pool).await.unwrap()
 }
@@ -300,15 +310,7 @@ async fn a_burst_of_scim_writes_is_held_back_until_it_is_over() {
     // What went out before the relay saw the burst is at most what it read while crossing it.
     assert!(pending_events(&app).await >= 30, "most of the burst is held back");
 
-    let mut got = Vec::new();
-    for _ in 0..ids.len() {
-        got.push(
-            probe.next(WAIT).await.expect("published once the burst is over").body["entity_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let got = entity_ids(&mut probe, ids.len(), "published once the burst is over").await;
     assert!(
         last_write.elapsed() >= Duration::from_secs(1),
         "the held events went out only after the intake stayed quiet (after {:?})",
@@ -342,15 +344,7 @@ async fn no_event_is_held_back_longer_than_the_bound_while_a_burst_goes_on() {
     assert!(pending_events(&app).await >= 10, "the relay holds the burst back");
     assert!(oldest_waiting < 3.0, "nothing waits much past the bound: the oldest waited {oldest_waiting:.1} s");
 
-    let mut got = Vec::new();
-    for _ in 0..ids.len() {
-        got.push(
-            probe.next(WAIT).await.expect("every event, within the bound").body["entity_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
+    let got = entity_ids(&mut probe, ids.len(), "every event, within the bound").await;
     assert_eq!(got, ids, "in the order they were accepted");
     probe.teardown(&names).await;
 }
