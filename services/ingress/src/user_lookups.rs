@@ -42,10 +42,9 @@ impl UserLookups {
 
     /// Company `tenant`'s user named `user_name` (without case).
     pub async fn by_name(&self, tenant: Uuid, user_name: &str) -> Result<Option<ResourceRow>, ApiError> {
-        let key = (tenant, user_name.to_string());
-        match self.by_name.submit(key.clone()).await {
+        match self.by_name.submit((tenant, user_name.to_string())).await {
             Some(Found::User(user)) => Ok(user),
-            _ => Ok(read_by_name(self.db.clone(), vec![key]).await?.pop().flatten()),
+            _ => Ok(read_by_name(self.db.clone(), vec![(tenant, user_name.to_string())]).await?.pop().flatten()),
         }
     }
 

@@ -302,14 +302,15 @@ impl Relay {
                 turned(intake.count(new_events, max_id, Instant::now()));
             }
             while in_flight.len() < depth {
+                let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
                 let through = match intake.deferring() {
-                    true => match self.due_through(conn, &in_flight).await? {
+                    true => match self.due_through(conn, &sent).await? {
                         Some(id) => id,
                         None => break,
                     },
                     false => i64::MAX,
                 };
-                let rows = self.next_rows(conn, &in_flight, through).await?;
+                let rows = self.next_rows(conn, &sent, through).await?;
                 turned(intake.observe(rows.iter().map(|r| (r.id, r.routing_key.as_str())), Instant::now()));
                 let full = rows.len() as i64 >= self.options.batch_size;
                 if !rows.is_empty() {
@@ -327,11 +328,10 @@ impl Relay {
         }
     }
 
-    /// While holding back: the highest id among the next pending rows (past those in flight,
-    /// a batch of them) that have waited `burst_max_defer_ms`; `None` if none has. The read is
+    /// While holding back: the highest id among the next pending rows (past `sent`, those in
+    /// flight; a batch of them) that have waited `burst_max_defer_ms`; `None` if none has. The read is
     /// bounded by the batch, however long the outbox.
-    async fn due_through(&self, conn: &mut PgConnection, in_flight: &VecDeque<InFlight>) -> sqlx::Result<Option<i64>> {
-        let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
+    async fn due_through(&self, conn: &mut PgConnection, sent: &[i64]) -> sqlx::Result<Option<i64>> {
         sqlx::query_scalar(
             "select max(id) from (
                  select id, created_at from scim.outbox
@@ -341,22 +341,16 @@ impl Relay {
         )
         .persistent(false)
         .bind(self.options.burst_max_defer_ms as f64 / 1000.0)
-        .bind(&sent)
+        .bind(sent)
         .bind(self.options.batch_size)
         .fetch_one(conn)
         .await
     }
 
-    /// The next pending rows in outbox order up to id `through`, past those in flight. Read
+    /// The next pending rows in outbox order up to id `through`, past `sent` (in flight). Read
     /// from the lowest pending id each time rather than from a cursor: ids are taken at insert
     /// but become visible at commit, so a lower id can appear after higher ones were published.
-    async fn next_rows(
-        &self,
-        conn: &mut PgConnection,
-        in_flight: &VecDeque<InFlight>,
-        through: i64,
-    ) -> sqlx::Result<Vec<PendingRow>> {
-        let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
+    async fn next_rows(&self, conn: &mut PgConnection, sent: &[i64], through: i64) -> sqlx::Result<Vec<PendingRow>> {
         sqlx::query_as::<_, PendingRow>(
             "select id, event_id, routing_key, envelope::text as payload, traceparent, attempts, created_at
              from scim.outbox
@@ -366,7 +360,7 @@ impl Relay {
         // Planned with the ids in hand, so the planner hashes them (and see `record`).
         .persistent(false)
         .bind(self.options.batch_size)
-        .bind(&sent)
+        .bind(sent)
         .bind(through)
         .fetch_all(conn)
         .await
