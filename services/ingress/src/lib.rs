@@ -80,9 +80,21 @@ pub struct Settings {
     pub scim: ScimSettings,
 }
 
-/// What every handler shares.
+/// What every handler shares: one reference count per clone (axum clones the state for the
+/// middleware and for each handler of every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub pool: PgPool,
     /// The same pool, with connections handed from request to request without sqlx's ping:
     /// what every SCIM handler uses.
@@ -105,7 +117,7 @@ pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
     // Half the pool at most waits warm; the rest stays for readiness and token checks.
     let keep = (pool.options().get_max_connections() / 2).max(1) as usize;
     let db = WarmPool::new(pool.clone(), keep);
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         pool: pool.clone(),
         user_inserts: user_writes::UserWrites::spawn(db.clone(), store::UserStatement::Insert),
         user_updates: user_writes::UserWrites::spawn(db.clone(), store::UserStatement::Update),
@@ -114,7 +126,7 @@ pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
         limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
         tokens: TokenCache::new(&pool),
         scim: Arc::new(scim),
-    };
+    }));
     let resources = Router::new()
         .route("/Users", get(users::list).post(users::create))
         .route("/Users/{id}", get(users::get).put(users::replace).patch(users::patch).delete(users::delete))

@@ -22,8 +22,9 @@ fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// The resource's JSON; `related` fills `members` (Groups) or `groups` (Users) when loaded.
-pub fn render(rt: &ResourceType, row: &ResourceRow, base: &str, related: Option<Value>) -> Value {
-    let mut doc = row.resource.clone();
+/// Takes the row: its document becomes the answer, without a copy per response.
+pub fn render(rt: &ResourceType, row: ResourceRow, base: &str, related: Option<Value>) -> Value {
+    let mut doc = row.resource;
     if let Some(map) = doc.as_object_mut() {
         map.insert("id".into(), json!(row.id.to_string()));
         let attr = crate::routes::related_attribute(rt);

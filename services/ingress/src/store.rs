@@ -3,6 +3,7 @@
 //! that callers compose one transaction with the outbox.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use muster_contracts::EventEnvelope;
@@ -129,7 +130,19 @@ pub enum UserStatement {
 }
 
 impl UserStatement {
-    fn sql(self) -> String {
+    /// The write with its events' insert (see [`write_users`]), put together once: it runs
+    /// for every batch.
+    fn sql(self) -> &'static str {
+        static INSERT: OnceLock<String> = OnceLock::new();
+        static UPDATE: OnceLock<String> = OnceLock::new();
+        let cell = match self {
+            UserStatement::Insert => &INSERT,
+            UserStatement::Update => &UPDATE,
+        };
+        cell.get_or_init(|| outbox::with_events_of_written(&self.write_sql(), 8))
+    }
+
+    fn write_sql(self) -> String {
         match self {
             UserStatement::Insert => format!(
                 "insert into scim.users (tenant_id, id, user_name, external_id, active, resource, version, created_at, updated_at)
@@ -178,8 +191,7 @@ pub async fn write_users(
     for user in users {
         events.push(&user.events, &user.traceparent)?;
     }
-    let sql = outbox::with_events_of_written(&statement.sql(), 8);
-    let query = sqlx::query_as::<_, Stored>(&sql)
+    let query = sqlx::query_as::<_, Stored>(statement.sql())
         .bind(users.iter().map(|u| u.tenant).collect::<Vec<_>>())
         .bind(users.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(users.iter().map(|u| text(&u.doc, "userName").unwrap_or_default()).collect::<Vec<_>>())
@@ -348,11 +360,9 @@ pub async fn find_users_by_name(
 ) -> sqlx::Result<Vec<Option<ResourceRow>>> {
     let tenants: Vec<Uuid> = names.iter().map(|(tenant, _)| *tenant).collect();
     let user_names: Vec<&str> = names.iter().map(|(_, name)| *name).collect();
-    let rows = sqlx::query(&users_by_key("text", "lower(u.user_name) = lower(k.key)"))
-        .bind(&tenants)
-        .bind(&user_names)
-        .fetch_all(&mut *conn)
-        .await?;
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| users_by_key("text", "lower(u.user_name) = lower(k.key)"));
+    let rows = sqlx::query(sql).bind(&tenants).bind(&user_names).fetch_all(&mut *conn).await?;
     in_asked_order(&rows, names.len())
 }
 
@@ -361,8 +371,9 @@ pub async fn find_users_by_name(
 pub async fn find_users_by_id(conn: &mut PgConnection, ids: &[(Uuid, Uuid)]) -> sqlx::Result<Vec<Option<ResourceRow>>> {
     let tenants: Vec<Uuid> = ids.iter().map(|(tenant, _)| *tenant).collect();
     let user_ids: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
-    let rows =
-        sqlx::query(&users_by_key("uuid", "u.id = k.key")).bind(&tenants).bind(&user_ids).fetch_all(&mut *conn).await?;
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| users_by_key("uuid", "u.id = k.key"));
+    let rows = sqlx::query(sql).bind(&tenants).bind(&user_ids).fetch_all(&mut *conn).await?;
     in_asked_order(&rows, ids.len())
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::error::ScimError;
 use crate::filter::{AttrPath, CompareOp, Filter};
 use crate::resource::{
-    MemberRef, container_mut, get_ci, member_refs, normalize_resource, normalize_scalar, normalize_single,
+    AttrName, MemberRef, container_mut, get_ci, member_refs, normalize_resource, normalize_scalar, normalize_single,
     normalize_value, set_schemas,
 };
 use crate::schema::{AttrType, Attribute, Mutability, PATCH_OP_SCHEMA, ResourceKind, ResourceType};
@@ -333,7 +333,9 @@ fn add_or_replace(
                 let sub = attribute
                     .sub(&sub_name)
                     .ok_or_else(|| ScimError::invalid_path(format!("'{name}' has no sub-attribute '{sub_name}'")))?;
-                if let (Value::Object(m), Some(v)) = (&mut element, normalize_scalar(sub, &sub_value, sub.name)?) {
+                if let (Value::Object(m), Some(v)) =
+                    (&mut element, normalize_scalar(sub, &sub_value, AttrName(sub.name, None))?)
+                {
                     m.insert(sub.name.into(), v);
                 }
             }
@@ -351,7 +353,7 @@ fn add_or_replace(
         }
         let obj = container.entry(name).or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(o) = obj {
-            match normalize_scalar(sub, value, &format!("{name}.{}", sub.name))? {
+            match normalize_scalar(sub, value, AttrName(name, Some(sub.name)))? {
                 Some(v) => o.insert(sub.name.into(), v),
                 None => o.remove(sub.name),
             };
@@ -419,7 +421,7 @@ fn merge_into_element(
 ) -> Result<(), ScimError> {
     let Value::Object(target) = element else { return Ok(()) };
     match sub {
-        Some(sub) => match normalize_scalar(sub, value, &format!("{}.{}", attribute.name, sub.name))? {
+        Some(sub) => match normalize_scalar(sub, value, AttrName(attribute.name, Some(sub.name)))? {
             Some(v) => {
                 target.insert(sub.name.into(), v);
             }

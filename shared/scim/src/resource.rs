@@ -36,7 +36,7 @@ pub fn normalize_resource(rt: &ResourceType, input: &Value) -> Result<(Value, Op
             continue; // read-only: ignored on input (RFC 7643 §7)
         }
         if key.eq_ignore_ascii_case("externalId") {
-            if let Some(v) = normalize_scalar(&external_id_attribute(), value, "externalId")? {
+            if let Some(v) = normalize_scalar(&external_id_attribute(), value, AttrName("externalId", None))? {
                 out.insert("externalId".into(), v);
             }
             continue;
@@ -205,7 +205,7 @@ pub(crate) fn normalize_value(attribute: &Attribute, value: &Value) -> Result<Op
 /// Normalises one value (one element of a multi-valued attribute).
 pub(crate) fn normalize_single(attribute: &Attribute, value: &Value) -> Result<Option<Value>, ScimError> {
     if attribute.ty != AttrType::Complex {
-        return normalize_scalar(attribute, value, attribute.name);
+        return normalize_scalar(attribute, value, AttrName(attribute.name, None));
     }
     let obj = match value {
         Value::Object(o) => o,
@@ -224,20 +224,39 @@ pub(crate) fn normalize_single(attribute: &Attribute, value: &Value) -> Result<O
         if sub.mutability == Mutability::ReadOnly {
             continue;
         }
-        if let Some(v) = normalize_scalar(sub, sub_value, &format!("{}.{}", attribute.name, sub.name))? {
+        if let Some(v) = normalize_scalar(sub, sub_value, AttrName(attribute.name, Some(sub.name)))? {
             out.insert(sub.name.into(), v);
         }
     }
     Ok((!out.is_empty()).then_some(Value::Object(out)))
 }
 
+/// An attribute's name in an error message, `parent.sub` for a sub-attribute: written only
+/// when an error is (every value of every request is checked; few are refused).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttrName<'a>(pub &'a str, pub Option<&'a str>);
+
+impl std::fmt::Display for AttrName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(sub) => write!(f, "{}.{sub}", self.0),
+            None => f.write_str(self.0),
+        }
+    }
+}
+
 /// Type-checks a simple value. Entra ID's string booleans ("True", "False") are accepted.
-pub(crate) fn normalize_scalar(attribute: &Attribute, value: &Value, path: &str) -> Result<Option<Value>, ScimError> {
+pub(crate) fn normalize_scalar(
+    attribute: &Attribute,
+    value: &Value,
+    path: AttrName<'_>,
+) -> Result<Option<Value>, ScimError> {
     let wrong = || ScimError::invalid_value(format!("'{path}' must be of type {:?}", attribute.ty));
     Ok(Some(match (attribute.ty, value) {
         (_, Value::Null) => return Ok(None),
         (AttrType::String | AttrType::Reference | AttrType::Binary, Value::String(s)) => {
-            if s.chars().count() > MAX_STRING_LEN {
+            // Bytes first: no string of that many bytes has more characters.
+            if s.len() > MAX_STRING_LEN && s.chars().count() > MAX_STRING_LEN {
                 return Err(ScimError::invalid_value(format!("'{path}' is longer than {MAX_STRING_LEN} characters")));
             }
             value.clone()

@@ -164,8 +164,9 @@ pub async fn create(
     tx.commit().await?;
     conn.release();
     count_write("create");
-    let body = render_one(&state, group_type(), tenant, &row, &base, !delta.is_empty()).await?;
-    Ok(resource_response(StatusCode::CREATED, &body, row.version))
+    let version = row.version;
+    let body = render_one(&state, group_type(), tenant, row, &base, !delta.is_empty()).await?;
+    Ok(resource_response(StatusCode::CREATED, &body, version))
 }
 
 /// `GET /Groups/{id}` (Entra ID asks with `excludedAttributes=members`; members are then not
@@ -207,8 +208,9 @@ pub async fn replace(
     let row =
         write(&state, tenant, &id, &headers, doc, vec![MemberChange::Replace(members.unwrap_or_default())], "replace")
             .await?;
-    let body = render_one(&state, group_type(), tenant, &row, &base, true).await?;
-    Ok(resource_response(StatusCode::OK, &body, row.version))
+    let version = row.version;
+    let body = render_one(&state, group_type(), tenant, row, &base, true).await?;
+    Ok(resource_response(StatusCode::OK, &body, version))
 }
 
 /// `PATCH /Groups/{id}`: answers 204, as Entra ID expects.

@@ -74,7 +74,7 @@ pub async fn render_one(
     state: &AppState,
     rt: &ResourceType,
     tenant: Uuid,
-    row: &ResourceRow,
+    row: ResourceRow,
     base: &str,
     with_related: bool,
 ) -> Result<Value, ApiError> {
@@ -104,8 +104,9 @@ pub async fn get_resource(
     }
     let (attributes, excluded) = selection(params);
     let with_related = wants_attribute(rt, attributes.as_deref(), excluded.as_deref(), related_attribute(rt));
-    let doc = render_one(state, rt, tenant, &row, base, with_related).await?;
-    Ok(resource_response(StatusCode::OK, &project(rt, doc, attributes.as_deref(), excluded.as_deref()), row.version))
+    let version = row.version;
+    let doc = render_one(state, rt, tenant, row, base, with_related).await?;
+    Ok(resource_response(StatusCode::OK, &project(rt, doc, attributes.as_deref(), excluded.as_deref()), version))
 }
 
 /// `GET /Users` and `GET /Groups`: a ListResponse; the row-kept attribute of the page's rows
@@ -146,9 +147,10 @@ pub async fn list_resources(
         ResourceKind::Group => HashMap::new(),
     };
     let resources: Vec<Value> = rows
-        .iter()
+        .into_iter()
         .map(|row| {
-            let doc = render(rt, row, base, related.remove(&row.id));
+            let related = related.remove(&row.id);
+            let doc = render(rt, row, base, related);
             project(rt, doc, params.attributes.as_deref(), params.excluded.as_deref())
         })
         .collect();

@@ -53,7 +53,8 @@ pub async fn create(
     };
     count_write("create");
     let row = stored.row(user.doc);
-    Ok(resource_response(StatusCode::CREATED, &render(user_type(), &row, &base, None), row.version))
+    let version = row.version;
+    Ok(resource_response(StatusCode::CREATED, &render(user_type(), row, &base, None), version))
 }
 
 /// `GET /Users/{id}`.
@@ -171,7 +172,8 @@ async fn write(
         }
     };
     let groups = row.groups().map(|g| groups_json(base, &g));
-    Ok(resource_response(StatusCode::OK, &render(user_type(), &row, base, groups), row.version))
+    let version = row.version;
+    Ok(resource_response(StatusCode::OK, &render(user_type(), row, base, groups), version))
 }
 
 /// What one attempt of [`write`] did.
