@@ -1,3 +1,7 @@
+// Every service allocates with mimalloc: glibc's malloc took 13–22 % of the workers' CPU (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use muster_relay::{DEFAULTS, RELAY_DEFAULTS, Settings};
 
 #[tokio::main]
