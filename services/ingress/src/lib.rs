@@ -99,8 +99,8 @@ pub struct Shared {
     /// The same pool, with connections handed from request to request without sqlx's ping:
     /// what every SCIM handler uses.
     pub db: WarmPool,
-    pub scim: Arc<ScimSettings>,
-    pub limiter: Arc<RateLimiter>,
+    pub scim: ScimSettings,
+    pub limiter: RateLimiter,
     /// SCIM tokens already checked: the company and whether it accepts provisioning.
     pub tokens: Arc<TokenCache<(Uuid, bool)>>,
     /// Where `POST /Users` hands its user to be written.
@@ -123,9 +123,9 @@ pub fn router(pool: PgPool, scim: ScimSettings) -> Router {
         user_updates: user_writes::UserWrites::spawn(db.clone(), store::UserStatement::Update),
         user_lookups: user_lookups::UserLookups::spawn(db.clone()),
         db,
-        limiter: Arc::new(RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst)),
+        limiter: RateLimiter::new(scim.rate_limit_per_second, scim.rate_limit_burst),
         tokens: TokenCache::new(&pool),
-        scim: Arc::new(scim),
+        scim,
     }));
     let resources = Router::new()
         .route("/Users", get(users::list).post(users::create))
