@@ -255,7 +255,7 @@ pub(crate) fn normalize_scalar(
     Ok(Some(match (attribute.ty, value) {
         (_, Value::Null) => return Ok(None),
         (AttrType::String | AttrType::Reference | AttrType::Binary, Value::String(s)) => {
-            // Bytes first: no string of that many bytes has more characters.
+            // Bytes first: a string no longer than the limit in bytes is within it in characters.
             if s.len() > MAX_STRING_LEN && s.chars().count() > MAX_STRING_LEN {
                 return Err(ScimError::invalid_value(format!("'{path}' is longer than {MAX_STRING_LEN} characters")));
             }
@@ -504,6 +504,28 @@ mod tests {
 
     fn user(v: Value) -> Result<Value, ScimError> {
         normalize_resource(user_type(), &v).map(|(d, _)| d)
+    }
+
+    #[test]
+    fn a_refused_value_is_named_by_its_path() {
+        let detail = |v: Value| user(v).expect_err("refused").detail;
+        let wrong_sub = detail(json!({"schemas": [USER_SCHEMA], "userName": "a@x.com", "name": {"givenName": 7}}));
+        assert!(wrong_sub.contains("'name.givenName' must be of type"), "{wrong_sub}");
+        let wrong_top = detail(json!({"schemas": [USER_SCHEMA], "userName": "a@x.com", "active": 3}));
+        assert!(wrong_top.contains("'active' must be of type"), "{wrong_top}");
+        let wrong_external = detail(json!({"schemas": [USER_SCHEMA], "userName": "a@x.com", "externalId": 3}));
+        assert!(wrong_external.contains("'externalId' must be of type"), "{wrong_external}");
+    }
+
+    #[test]
+    fn strings_are_limited_in_characters_not_bytes() {
+        // 'é' is two bytes: over the limit in bytes, at it in characters.
+        let at_limit = "é".repeat(MAX_STRING_LEN);
+        assert!(user(json!({"schemas": [USER_SCHEMA], "userName": "a@x.com", "displayName": at_limit})).is_ok());
+        let over = "é".repeat(MAX_STRING_LEN + 1);
+        let refused =
+            user(json!({"schemas": [USER_SCHEMA], "userName": "a@x.com", "displayName": over})).expect_err("over");
+        assert!(refused.detail.contains("'displayName' is longer than"), "{}", refused.detail);
     }
 
     #[test]
