@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use muster_contracts::Names;
-use muster_contracts::topology::WORKER_QUEUES;
+use muster_contracts::topology::{NOTIFIER, WORKER_QUEUES};
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -174,17 +174,21 @@ pub struct Depths {
     pub waiting_now: Option<u64>,
     /// Unpublished outbox rows when last counted.
     pub outbox_now: u64,
+    /// Messages waiting for the workers that decide a member's final state (all but the
+    /// notifier's), at the last sample.
+    pub members_waiting_now: Option<u64>,
 }
 
-/// How often a large outbox is counted, in depth samples: its `count(*)` took 10–80 ms of
-/// the measured box's PostgreSQL at 100,000–190,000 rows, a tenth of a core at four a second.
-const OUTBOX_EVERY: u32 = 8;
+/// How often a large outbox is counted, in depth samples (every 5 s): its `count(*)` took
+/// 10–120 ms of the measured box's PostgreSQL at 100,000–190,000 rows, 13 s of it in a
+/// 100,000-user run when counted every 2 s (`pg_stat_statements`).
+const OUTBOX_EVERY: u32 = 20;
 
 /// Below this many rows the outbox is counted at every sample.
 const SMALL_OUTBOX: u64 = 10_000;
 
 /// Samples the worker queues' depth every 250 ms, and the outbox's as often while it holds
-/// fewer than [`SMALL_OUTBOX`] rows, else every 2 s, until `stop`.
+/// fewer than [`SMALL_OUTBOX`] rows, else every 5 s, until `stop`.
 pub fn sample_depths(
     pool: PgPool,
     amqp: muster_infra::config::AmqpSettings,
@@ -199,7 +203,7 @@ pub fn sample_depths(
         let mut round = 0u32;
         while !stop.is_cancelled() {
             round = round.wrapping_add(1);
-            let mut waiting = 0u64;
+            let (mut waiting, mut members_waiting) = (0u64, 0u64);
             for queue in WORKER_QUEUES {
                 let name = names.queue(&queue);
                 let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
@@ -207,6 +211,9 @@ pub fn sample_depths(
                     && let Ok(mut d) = depths.lock()
                 {
                     waiting += u64::from(q.message_count());
+                    if queue.name != NOTIFIER.name {
+                        members_waiting += u64::from(q.message_count());
+                    }
                     if q.message_count() > d.deepest_queue {
                         d.deepest_queue = q.message_count();
                         d.deepest_queue_name = name.clone();
@@ -234,6 +241,7 @@ pub fn sample_depths(
                     d.outbox_now = u64::try_from(outbox).unwrap_or(0);
                 }
                 d.waiting_now = Some(waiting + d.outbox_now);
+                d.members_waiting_now = Some(members_waiting + d.outbox_now);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
