@@ -10,7 +10,8 @@
 //! one company are batched (`muster_infra::worker::batch`) into that transaction, and the work
 //! is set-based: a handful of statements per batch, not per member. Only a member that is (or
 //! becomes, in this batch) someone's manager can close a cycle by getting a manager; those are
-//! linked one by one, each after walking the chain above its new manager.
+//! checked one by one, each against the chain above its new manager (the chains read at once,
+//! then walked in memory with the links decided before it).
 //!
 //! The batch statements are driven from the batch's ids (`unnest`, then one key probe per id
 //! in a fenced lateral subquery) and planned each time (`persistent(false)`): otherwise a plan
@@ -376,20 +377,39 @@ async fn resolve(
     }
     let mut moved = Vec::new();
     store(conn, tenant, &bulk, placed, &mut moved).await?;
-    for (node, choice) in one_by_one {
-        let resolution = match choice {
-            Resolution::Resolved { manager, via } => {
-                let above = muster_members::org::managers_above(&mut *conn, tenant, manager).await?;
-                match cycle_through(node.scim_user_id, manager, &above) {
-                    Some(path) => Resolution::Cycle { path },
-                    None => Resolution::Resolved { manager, via },
-                }
-            }
-            other => other,
-        };
-        store(conn, tenant, &[(node, Link::of(&resolution))], placed, &mut moved).await?;
+    if one_by_one.is_empty() {
+        return Ok(moved);
     }
+    // The chains above every new manager, read once (after the bulk links are stored); each
+    // link is then checked against them and the links decided before it, as storing them one
+    // by one and reading the chain each time would — in two statements, not two per member.
+    let new_managers: Vec<Uuid> = one_by_one.iter().filter_map(|(_, choice)| choice.manager()).collect();
+    let mut links = muster_members::org::links_above(&mut *conn, tenant, &new_managers).await?;
+    let checked: Vec<(&Node, Link)> = one_by_one
+        .into_iter()
+        .map(|(node, choice)| (node, Link::of(&refuse_cycle(&mut links, node.scim_user_id, choice))))
+        .collect();
+    store(conn, tenant, &checked, placed, &mut moved).await?;
     Ok(moved)
+}
+
+/// `member`'s choice, refused as a cycle if its manager is `member` or has it above them
+/// through `links` (member → manager); `links` then holds `member`'s outcome.
+fn refuse_cycle(links: &mut HashMap<Uuid, Uuid>, member: Uuid, choice: Resolution) -> Resolution {
+    let outcome = match choice {
+        Resolution::Resolved { manager, via } => {
+            match cycle_through(member, manager, &muster_members::org::walk_up(links, manager)) {
+                Some(path) => Resolution::Cycle { path },
+                None => Resolution::Resolved { manager, via },
+            }
+        }
+        other => other,
+    };
+    match outcome.manager() {
+        Some(manager) => links.insert(member, manager),
+        None => links.remove(&member),
+    };
+    outcome
 }
 
 /// Writes the links that changed, in one statement; records the moved ones.
@@ -474,4 +494,34 @@ async fn cycles_through(conn: &mut PgConnection, tenant: Uuid, moved: &[Uuid]) -
     .bind(moved)
     .fetch_all(conn)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn to(manager: u128) -> Resolution {
+        Resolution::Resolved { manager: id(manager), via: Via::Id }
+    }
+
+    #[test]
+    fn a_link_closing_a_cycle_with_links_decided_before_it_in_the_batch_is_refused() {
+        // Stored: 1 reports to 2. The batch links 2 under 3, then 3 under 1.
+        let mut links = HashMap::from([(id(1), id(2))]);
+        assert_eq!(refuse_cycle(&mut links, id(2), to(3)), to(3));
+        assert_eq!(
+            refuse_cycle(&mut links, id(3), to(1)),
+            Resolution::Cycle { path: vec![id(3), id(1), id(2), id(3)] },
+            "1 → 2 → 3 is already there"
+        );
+        assert_eq!(links.get(&id(3)), None, "a refused link leaves 3 without a manager");
+        // Once 2 has no manager any more, 3 under 1 closes nothing.
+        assert!(matches!(refuse_cycle(&mut links, id(2), Resolution::None { detail: None }), Resolution::None { .. }));
+        assert_eq!(refuse_cycle(&mut links, id(3), to(1)), to(1));
+        assert_eq!(refuse_cycle(&mut links, id(4), to(4)), Resolution::Cycle { path: vec![id(4), id(4)] });
+    }
 }
