@@ -40,7 +40,7 @@ pub async fn links_above(
 }
 
 /// The managers above `member` through `links` (member → manager), direct manager first, at
-/// most [`MAX_CHAIN`] of them: what [`managers_above`] reads when `links` holds the stored ones.
+/// most [`MAX_CHAIN`] of them.
 pub fn walk_up(links: &HashMap<Uuid, Uuid>, member: Uuid) -> Vec<Uuid> {
     let mut above = Vec::new();
     let mut at = member;
@@ -56,19 +56,5 @@ pub fn walk_up(links: &HashMap<Uuid, Uuid>, member: Uuid) -> Vec<Uuid> {
 
 /// The managers above `member`, direct manager first, at most `MAX_CHAIN` of them.
 pub async fn managers_above(executor: impl PgExecutor<'_>, tenant: Uuid, member: Uuid) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "with recursive up(id, depth) as (
-             select manager_id, 1 from hierarchy.nodes
-             where tenant_id = $1 and scim_user_id = $2 and manager_id is not null
-           union all
-             select n.manager_id, up.depth + 1 from up
-             join hierarchy.nodes n on n.tenant_id = $1 and n.scim_user_id = up.id
-             where n.manager_id is not null and up.depth < $3)
-         select id from up order by depth",
-    )
-    .bind(tenant)
-    .bind(member)
-    .bind(MAX_CHAIN)
-    .fetch_all(executor)
-    .await
+    Ok(walk_up(&links_above(executor, tenant, &[member]).await?, member))
 }
