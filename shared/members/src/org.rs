@@ -7,33 +7,33 @@ use uuid::Uuid;
 
 /// How far up a chain anyone walks: deeper org charts are not expected, and links never form
 /// a cycle; the bound only guards against a corrupted chain.
-const MAX_CHAIN: i32 = 10_000;
+const MAX_CHAIN: usize = 10_000;
 
 /// The stored manager of every member on the chains above `members` (each member's own
-/// included), at most [`MAX_CHAIN`] deep: enough to walk every one of those chains in memory
-/// ([`walk_up`]), read in one statement.
+/// included): enough to walk every one of those chains in memory ([`walk_up`]), read in one
+/// statement. Each link is read once however many chains share it (`union`), which also ends
+/// the read on a corrupted chain that loops.
 pub async fn links_above(
     executor: impl PgExecutor<'_>,
     tenant: Uuid,
     members: &[Uuid],
 ) -> sqlx::Result<HashMap<Uuid, Uuid>> {
     let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "with recursive up(id, manager_id, depth) as (
-             select n.scim_user_id, n.manager_id, 1
+        "with recursive up(id, manager_id) as (
+             select n.scim_user_id, n.manager_id
              from unnest($2::uuid[]) as k(id)
              cross join lateral (select scim_user_id, manager_id from hierarchy.nodes
                                  where tenant_id = $1 and scim_user_id = k.id and manager_id is not null
                                  offset 0) n
            union
-             select n.scim_user_id, n.manager_id, up.depth + 1 from up
+             select n.scim_user_id, n.manager_id from up
              join hierarchy.nodes n on n.tenant_id = $1 and n.scim_user_id = up.manager_id
-             where n.manager_id is not null and up.depth < $3)
-         select distinct id, manager_id from up",
+             where n.manager_id is not null)
+         select id, manager_id from up",
     )
     .persistent(false)
     .bind(tenant)
     .bind(members)
-    .bind(MAX_CHAIN)
     .fetch_all(executor)
     .await?;
     Ok(rows.into_iter().collect())
@@ -46,7 +46,7 @@ pub fn walk_up(links: &HashMap<Uuid, Uuid>, member: Uuid) -> Vec<Uuid> {
     let mut at = member;
     while let Some(manager) = links.get(&at) {
         above.push(*manager);
-        if above.len() >= MAX_CHAIN as usize {
+        if above.len() >= MAX_CHAIN {
             break;
         }
         at = *manager;
