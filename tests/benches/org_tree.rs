@@ -62,7 +62,7 @@ fn by_id(i: usize) -> bool {
 }
 
 async fn linked(pool: &sqlx::PgPool, tenant: uuid::Uuid) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("select count(*) from hierarchy.nodes where tenant_id = $1 and resolution = 'resolved'")
+    Ok(sqlx::query_scalar("select count(*) from hierarchy.links where tenant_id = $1 and resolution = 'resolved'")
         .bind(tenant)
         .fetch_one(pool)
         .await?)
@@ -136,9 +136,11 @@ async fn main() -> anyhow::Result<()> {
     let settle = last_write.elapsed();
     let depth: i32 = sqlx::query_scalar(
         "with recursive down(id, depth) as (
-             select scim_user_id, 0 from hierarchy.nodes where tenant_id = $1 and manager_id is null and candidate
+             select n.scim_user_id, 0 from hierarchy.nodes n
+             left join hierarchy.links l on l.tenant_id = n.tenant_id and l.scim_user_id = n.scim_user_id
+             where n.tenant_id = $1 and l.manager_id is null and n.candidate
            union all
-             select n.scim_user_id, d.depth + 1 from down d join hierarchy.nodes n on n.tenant_id = $1 and n.manager_id = d.id)
+             select l.scim_user_id, d.depth + 1 from down d join hierarchy.links l on l.tenant_id = $1 and l.manager_id = d.id)
          select max(depth) from down",
     )
     .bind(app.tenant.id)

@@ -123,7 +123,7 @@ pub async fn manager_capture(
     .fetch_one(&mut *tx)
     .await?;
     let reports_to: Option<Uuid> =
-        sqlx::query_scalar("select manager_id from hierarchy.nodes where tenant_id = $1 and scim_user_id = $2")
+        sqlx::query_scalar("select manager_id from hierarchy.links where tenant_id = $1 and scim_user_id = $2")
             .bind(tenant)
             .bind(member)
             .fetch_optional(&mut *tx)

@@ -91,7 +91,7 @@ pub(crate) const MEMBER_SELECT: &str = "select m.scim_user_id, m.status, m.skip_
         s.pending as pending_seats
     from members.members m
     left join assignments.member_state s on s.tenant_id = m.tenant_id and s.scim_user_id = m.scim_user_id
-    left join hierarchy.nodes h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id
+    left join hierarchy.links h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id
     left join members.members mg on mg.tenant_id = m.tenant_id and mg.scim_user_id = h.manager_id";
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +139,7 @@ pub async fn list(
     .await?;
     let total: i64 = sqlx::query_scalar(&format!(
         "select count(*) from members.members m
-         left join hierarchy.nodes h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id {filter}"
+         left join hierarchy.links h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id {filter}"
     ))
     .bind(tenant)
     .bind(&params.status)

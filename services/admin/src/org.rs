@@ -53,7 +53,7 @@ pub async fn reports(
     .fetch_all(&state.pool)
     .await?;
     let total: i64 =
-        sqlx::query_scalar("select count(*) from hierarchy.nodes where tenant_id = $1 and manager_id = $2")
+        sqlx::query_scalar("select count(*) from hierarchy.links where tenant_id = $1 and manager_id = $2")
             .bind(tenant)
             .bind(manager)
             .fetch_one(&state.pool)
@@ -125,7 +125,7 @@ pub async fn tree(
                 m.profile->>'family_name' as family_name, m.profile->>'title' as title,
                 m.primary_email as email
          from members.members m
-         left join hierarchy.nodes h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id
+         left join hierarchy.links h on h.tenant_id = m.tenant_id and h.scim_user_id = m.scim_user_id
          where m.tenant_id = $1 and m.status <> 'skipped'
          order by m.profile->>'family_name', m.profile->>'given_name', m.scim_user_id",
     )

@@ -336,8 +336,8 @@ async fn resolve(
     placed: &mut Vec<EventEnvelope>,
 ) -> sqlx::Result<Vec<Uuid>> {
     let nodes: Vec<Node> = sqlx::query_as(
-        "select w.scim_user_id, w.member_status, w.ref_id, w.ref_email, w.ref_name, w.ref_manual, w.manager_id,
-                w.resolution, w.via, w.detail, w.candidates, w.cycle_path,
+        "select w.scim_user_id, w.member_status, w.ref_id, w.ref_email, w.ref_name, w.ref_manual, l.manager_id,
+                coalesce(l.resolution, 'none') as resolution, l.via, l.detail, l.candidates, l.cycle_path,
                 (select n.scim_user_id from hierarchy.nodes n
                  where n.tenant_id = $1 and n.candidate
                    and n.scim_user_id = case when w.ref_id ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
@@ -352,10 +352,12 @@ async fn resolve(
                       order by id limit 10) as by_name,
                 -- `offset 0`: a probe of the reports index, not the alternative of hashing every
                 -- node of the company, chosen when the company is missing from the statistics.
-                exists(select 1 from hierarchy.nodes r where r.tenant_id = $1 and r.manager_id = w.scim_user_id
+                exists(select 1 from hierarchy.links r where r.tenant_id = $1 and r.manager_id = w.scim_user_id
                        offset 0) as has_reports
          from unnest($2::uuid[]) as k(id)
-         cross join lateral (select * from hierarchy.nodes where tenant_id = $1 and scim_user_id = k.id offset 0) w",
+         cross join lateral (select * from hierarchy.nodes where tenant_id = $1 and scim_user_id = k.id offset 0) w
+         left join lateral (select * from hierarchy.links where tenant_id = $1 and scim_user_id = k.id offset 0) l
+             on true",
     )
     .persistent(false)
     .bind(tenant)
@@ -436,23 +438,19 @@ async fn store(
     let candidates: Vec<Option<String>> = changed.iter().map(|(_, l)| literal(&l.candidates)).collect();
     let paths: Vec<Option<String>> = changed.iter().map(|(_, l)| literal(&l.cycle_path)).collect();
     let moves: Vec<bool> = changed.iter().map(|(n, l)| n.manager_id != l.manager_id).collect();
-    let written: Vec<(Uuid, i64, bool)> = sqlx::query_as(
-        // The rows are found by key probes and updated by their physical address: joined on
-        // the key instead, the update is planned as a hash join over the whole company when
-        // the company is missing from the statistics. Safe because only this worker writes
-        // nodes, one transaction per company at a time.
-        "with target as (
-             select t.row_id, u.* from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                                             $7::text[], $8::text[], $9::bool[])
-                  as u(id, manager_id, resolution, via, detail, candidates, cycle_path, moved)
-             cross join lateral (select ctid as row_id from hierarchy.nodes
-                                 where tenant_id = $1 and scim_user_id = u.id offset 0) t)
-         update hierarchy.nodes n set manager_id = u.manager_id, resolution = u.resolution, via = u.via,
-                detail = u.detail, candidates = u.candidates::uuid[], cycle_path = u.cycle_path::uuid[],
-                link_version = n.link_version + case when u.moved then 1 else 0 end, updated_at = now()
-         from target u
-         where n.ctid = u.row_id
-         returning n.scim_user_id, n.link_version, u.moved",
+    // A member's first link is an insert; the version counts the moves of its manager.
+    let written: Vec<(Uuid, i64)> = sqlx::query_as(
+        "insert into hierarchy.links as l (tenant_id, scim_user_id, manager_id, resolution, via, detail, candidates,
+                                          cycle_path, link_version)
+         select $1, u.id, u.manager_id, u.resolution, u.via, u.detail, u.candidates::uuid[], u.cycle_path::uuid[],
+                case when u.moved then 1 else 0 end
+         from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bool[])
+              as u(id, manager_id, resolution, via, detail, candidates, cycle_path, moved)
+         on conflict (tenant_id, scim_user_id) do update set
+             manager_id = excluded.manager_id, resolution = excluded.resolution, via = excluded.via,
+             detail = excluded.detail, candidates = excluded.candidates, cycle_path = excluded.cycle_path,
+             link_version = l.link_version + excluded.link_version, updated_at = now()
+         returning l.scim_user_id, l.link_version",
     )
     .persistent(false)
     .bind(tenant)
@@ -466,11 +464,10 @@ async fn store(
     .bind(&moves)
     .fetch_all(&mut *conn)
     .await?;
-    let version_of: HashMap<Uuid, i64> =
-        written.into_iter().filter(|(_, _, moved)| *moved).map(|(id, version, _)| (id, version)).collect();
-    for (node, link) in changed {
+    let version_of: HashMap<Uuid, i64> = written.into_iter().collect();
+    for ((node, link), manager_moved) in changed.into_iter().zip(moves) {
         metrics::counter!("hierarchy_resolutions_total", "status" => link.resolution).increment(1);
-        let Some(version) = version_of.get(&node.scim_user_id) else { continue };
+        let Some(version) = version_of.get(&node.scim_user_id).filter(|_| manager_moved) else { continue };
         let member = node.scim_user_id;
         placed.push(
             EventEnvelope::new(tenant, EventKind::MemberPlaced, member.to_string(), *version, chrono::Utc::now())
@@ -487,7 +484,7 @@ async fn store(
 /// Members whose link was refused as a cycle running through one of `moved`.
 async fn cycles_through(conn: &mut PgConnection, tenant: Uuid, moved: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "select scim_user_id from hierarchy.nodes
+        "select scim_user_id from hierarchy.links
          where tenant_id = $1 and resolution = 'cycle' and cycle_path && $2::uuid[]",
     )
     .bind(tenant)

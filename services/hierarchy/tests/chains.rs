@@ -1,4 +1,4 @@
-//! The chains above members, read from `hierarchy.nodes` in a real PostgreSQL.
+//! The chains above members, read from `hierarchy.links` in a real PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::collections::HashMap;
@@ -19,8 +19,8 @@ async fn chains_sharing_managers_and_a_corrupted_loop_are_read_once_and_walked_i
     let links = [(1, Some(2)), (2, Some(3)), (3, None), (4, Some(2)), (5, Some(6)), (6, Some(5)), (7, None)];
     for (member, manager) in links {
         sqlx::query(
-            "insert into hierarchy.nodes (tenant_id, scim_user_id, member_status, candidate, manager_id)
-             values ($1, $2, 'active', true, $3)",
+            "insert into hierarchy.links (tenant_id, scim_user_id, manager_id, resolution)
+             values ($1, $2, $3, case when $3 is null then 'none' else 'resolved' end)",
         )
         .bind(tenant)
         .bind(id(member))

@@ -139,7 +139,7 @@ impl Dispatcher {
                         as notify,
                     m.status, m.profile->>'display_name' as name, m.primary_email as email,
                     m.profile->>'timezone' as timezone, m.profile->>'locale' as locale,
-                    exists(select 1 from hierarchy.nodes n
+                    exists(select 1 from hierarchy.links n
                            join assignments.member_state s on s.tenant_id = n.tenant_id and s.scim_user_id = n.scim_user_id
                            where n.tenant_id = $1 and n.manager_id = $2 and s.records) as recorded,
                     (select count(*) from notifications.items i

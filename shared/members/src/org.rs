@@ -1,4 +1,4 @@
-//! Reading the org hierarchy (`hierarchy.nodes`, written by the hierarchy worker).
+//! Reading the org hierarchy (`hierarchy.links`, written by the hierarchy worker).
 
 use std::collections::HashMap;
 
@@ -22,12 +22,12 @@ pub async fn links_above(
         "with recursive up(id, manager_id) as (
              select n.scim_user_id, n.manager_id
              from unnest($2::uuid[]) as k(id)
-             cross join lateral (select scim_user_id, manager_id from hierarchy.nodes
+             cross join lateral (select scim_user_id, manager_id from hierarchy.links
                                  where tenant_id = $1 and scim_user_id = k.id and manager_id is not null
                                  offset 0) n
            union
              select n.scim_user_id, n.manager_id from up
-             join hierarchy.nodes n on n.tenant_id = $1 and n.scim_user_id = up.manager_id
+             join hierarchy.links n on n.tenant_id = $1 and n.scim_user_id = up.manager_id
              where n.manager_id is not null)
          select id, manager_id from up",
     )

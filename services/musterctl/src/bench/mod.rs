@@ -603,11 +603,12 @@ async fn settled(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<bool> {
 async fn lag_distribution(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<Vec<(String, f64)>> {
     let row: [Option<f64>; 5] = sqlx::query_as::<_, (Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>)>(
         "with lag as (
-             select greatest(0, extract(epoch from greatest(m.updated_at, n.updated_at, s.updated_at) - u.updated_at))::float8
+             select greatest(0, extract(epoch from greatest(m.updated_at, n.updated_at, l.updated_at, s.updated_at) - u.updated_at))::float8
                         as seconds
              from scim.users u
              join members.members m on m.tenant_id = u.tenant_id and m.scim_user_id = u.id
              left join hierarchy.nodes n on n.tenant_id = m.tenant_id and n.scim_user_id = m.scim_user_id
+             left join hierarchy.links l on l.tenant_id = m.tenant_id and l.scim_user_id = m.scim_user_id
              left join assignments.member_state s on s.tenant_id = m.tenant_id and s.scim_user_id = m.scim_user_id
              where u.tenant_id = $1)
          select percentile_cont(0.5) within group (order by seconds), percentile_cont(0.95) within group (order by seconds),
@@ -628,7 +629,9 @@ async fn final_counts(pool: &sqlx::PgPool, tenant: Uuid) -> sqlx::Result<Value> 
     };
     Ok(json!({
         "members": by("select status, count(*) from members.members where tenant_id = $1 group by 1 order by 1").await?,
-        "manager_links": by("select resolution, count(*) from hierarchy.nodes where tenant_id = $1 group by 1 order by 1").await?,
+        "manager_links": by("select coalesce(l.resolution, 'none'), count(*) from hierarchy.nodes n
+                                left join hierarchy.links l on l.tenant_id = n.tenant_id and l.scim_user_id = n.scim_user_id
+                                where n.tenant_id = $1 group by 1 order by 1").await?,
         "assignments": by("select assignment_name || case when active then '' else ' (inactive)' end, count(*)
                            from assignments.member_state where tenant_id = $1 group by 1 order by 1").await?,
     }))
