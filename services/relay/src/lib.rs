@@ -19,8 +19,9 @@
 //!   ([`burst`]).
 
 pub mod burst;
+pub mod floor;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -33,7 +34,7 @@ use muster_contracts::Names;
 use muster_infra::config::{AmqpSettings, DatabaseSettings, HttpSettings, TelemetrySettings};
 use muster_infra::http::{BrokerHealth, Readiness};
 use serde::Deserialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool, Row};
 use tokio::net::TcpListener;
 use tokio_retry::strategy::{ExponentialBackoff, jitter};
 use tokio_util::sync::CancellationToken;
@@ -275,6 +276,15 @@ impl Relay {
         let depth = self.options.batches_in_flight.max(1);
         let max_id: i64 =
             sqlx::query_scalar("select coalesce(max(id), 0) from scim.outbox").fetch_one(&mut *conn).await?;
+        let mut floor = floor::Floor::default();
+        // Rows a leader before this one could not publish: they wait for their next attempt
+        // unseen by the reads, and the floor must stay below them.
+        let mut retrying: BTreeSet<i64> =
+            sqlx::query_scalar::<_, i64>("select id from scim.outbox where next_attempt_at is not null")
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
         let mut intake = burst::Intake::new(
             self.options.burst_events_per_second,
             Duration::from_millis(self.options.burst_quiet_ms),
@@ -288,7 +298,7 @@ impl Relay {
         loop {
             if shutdown.is_cancelled() {
                 while let Some(batch) = in_flight.pop_front() {
-                    self.record(conn, batch).await?;
+                    self.record(conn, batch, &mut retrying).await?;
                 }
                 return Ok(());
             }
@@ -304,13 +314,21 @@ impl Relay {
             while in_flight.len() < depth {
                 let sent: Vec<i64> = in_flight.iter().flat_map(|b| b.rows.iter().map(|r| r.id)).collect();
                 let through = match intake.deferring() {
-                    true => match self.due_through(conn, &sent).await? {
+                    true => match self.due_through(conn, floor.at(), &sent).await? {
                         Some(id) => id,
                         None => break,
                     },
                     false => i64::MAX,
                 };
-                let rows = self.next_rows(conn, &sent, through).await?;
+                let (rows, snapshot) = self.next_rows(conn, floor.at(), &sent, through).await?;
+                floor.observe(floor::Read {
+                    xmin: snapshot.0,
+                    xmax: snapshot.1,
+                    first: rows.first().map(|r| r.id),
+                    last: rows.last().map(|r| r.id),
+                    through: (through < i64::MAX).then_some(through),
+                    held: sent.iter().copied().chain(retrying.first().copied()).min(),
+                });
                 turned(intake.observe(rows.iter().map(|r| (r.id, r.routing_key.as_str())), Instant::now()));
                 let full = rows.len() as i64 >= self.options.batch_size;
                 if !rows.is_empty() {
@@ -321,7 +339,7 @@ impl Relay {
                 }
             }
             match in_flight.pop_front() {
-                Some(batch) => self.record(conn, batch).await?,
+                Some(batch) => self.record(conn, batch, &mut retrying).await?,
                 None if intake.deferring() => sleep_or_shutdown(SAMPLE_INTAKE_EVERY, shutdown).await,
                 None => sleep_or_shutdown(Duration::from_millis(self.options.idle_poll_ms), shutdown).await,
             }
@@ -331,11 +349,11 @@ impl Relay {
     /// While holding back: the highest id among the next pending rows (past `sent`, those in
     /// flight; a batch of them) that have waited `burst_max_defer_ms`; `None` if none has. The read is
     /// bounded by the batch, however long the outbox.
-    async fn due_through(&self, conn: &mut PgConnection, sent: &[i64]) -> sqlx::Result<Option<i64>> {
+    async fn due_through(&self, conn: &mut PgConnection, floor: i64, sent: &[i64]) -> sqlx::Result<Option<i64>> {
         sqlx::query_scalar(
             "select max(id) from (
                  select id, created_at from scim.outbox
-                 where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
+                 where id > $4 and (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
                  order by id limit $3) next
              where created_at <= now() - make_interval(secs => $1)",
         )
@@ -343,27 +361,52 @@ impl Relay {
         .bind(self.options.burst_max_defer_ms as f64 / 1000.0)
         .bind(sent)
         .bind(self.options.batch_size)
+        .bind(floor)
         .fetch_one(conn)
         .await
     }
 
-    /// The next pending rows in outbox order up to id `through`, past `sent` (in flight). Read
-    /// from the lowest pending id each time rather than from a cursor: ids are taken at insert
-    /// but become visible at commit, so a lower id can appear after higher ones were published.
-    async fn next_rows(&self, conn: &mut PgConnection, sent: &[i64], through: i64) -> sqlx::Result<Vec<PendingRow>> {
-        sqlx::query_as::<_, PendingRow>(
-            "select id, event_id, routing_key, envelope::text as payload, traceparent, attempts, created_at
-             from scim.outbox
-             where (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2) and id <= $3
-             order by id limit $1",
+    /// The next pending rows in outbox order past the floor (see [`floor`]) up to id
+    /// `through`, past `sent` (in flight), with the xmin and xmax of the read's snapshot. Read
+    /// from the floor each time rather than from a cursor: ids are taken at insert but become
+    /// visible at commit, so a lower id can appear after higher ones were published.
+    async fn next_rows(
+        &self,
+        conn: &mut PgConnection,
+        floor: i64,
+        sent: &[i64],
+        through: i64,
+    ) -> sqlx::Result<(Vec<PendingRow>, (u64, u64))> {
+        let read = sqlx::query(
+            "select s.xmin, s.xmax, r.*
+             from (select pg_snapshot_xmin(pg_current_snapshot())::text::bigint as xmin,
+                          pg_snapshot_xmax(pg_current_snapshot())::text::bigint as xmax) s
+             left join lateral (
+                 select id, event_id, routing_key, envelope::text as payload, traceparent, attempts, created_at
+                 from scim.outbox
+                 where id > $4 and (next_attempt_at is null or next_attempt_at <= now()) and id <> all($2)
+                   and id <= $3
+                 order by id limit $1) r on true
+             order by r.id",
         )
         // Planned with the ids in hand, so the planner hashes them (and see `record`).
         .persistent(false)
         .bind(self.options.batch_size)
         .bind(sent)
         .bind(through)
+        .bind(floor)
         .fetch_all(conn)
-        .await
+        .await?;
+        let snapshot = match read.first() {
+            Some(row) => (row.try_get::<i64, _>("xmin")? as u64, row.try_get::<i64, _>("xmax")? as u64),
+            None => (0, 0),
+        };
+        let rows = read
+            .iter()
+            .filter(|row| row.try_get::<Option<i64>, _>("id").ok().flatten().is_some())
+            .map(PendingRow::from_row)
+            .collect::<sqlx::Result<Vec<PendingRow>>>()?;
+        Ok((rows, snapshot))
     }
 
     /// Sends `rows` without waiting for their confirms.
@@ -393,7 +436,12 @@ impl Relay {
 
     /// Waits for a batch's confirms and records the outcome: confirmed rows deleted, the
     /// others scheduled for another attempt with the broker's reason.
-    async fn record(&self, conn: &mut PgConnection, batch: InFlight) -> Result<(), RelayError> {
+    async fn record(
+        &self,
+        conn: &mut PgConnection,
+        batch: InFlight,
+        retrying: &mut BTreeSet<i64>,
+    ) -> Result<(), RelayError> {
         let timeout = Duration::from_millis(self.options.confirm_timeout_ms);
         let confirmations = tokio::time::timeout(timeout, join_all(batch.confirms))
             .await
@@ -442,6 +490,10 @@ impl Relay {
             .execute(&mut *conn)
             .await?;
         }
+        for id in &published {
+            retrying.remove(id);
+        }
+        retrying.extend(failed.iter().map(|(id, _, _)| *id));
         let now = Utc::now();
         let published_ids: std::collections::HashSet<i64> = published.iter().copied().collect();
         for row in rows.iter().filter(|r| published_ids.contains(&r.id)) {

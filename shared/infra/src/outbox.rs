@@ -13,7 +13,7 @@ pub async fn append(conn: &mut PgConnection, events: &[EventEnvelope], tracepare
         return Ok(());
     }
     let columns = Columns::of(events, traceparent)?;
-    columns.bind(sqlx::query(&insert_statement(1, ""))).execute(conn).await?;
+    columns.bind(sqlx::query(&insert_statement(1, "true"))).execute(conn).await?;
     Ok(())
 }
 
@@ -24,14 +24,14 @@ pub async fn append(conn: &mut PgConnection, events: &[EventEnvelope], tracepare
 /// has no events). Bind `write`'s parameters, then the events' with [`Columns::bind`]; the
 /// statement returns what `write` returns.
 pub fn with_events(write: &str, params: usize) -> String {
-    with_events_where(write, params, "where exists (select from written)")
+    with_events_where(write, params, "exists (select from written)")
 }
 
 /// [`with_events`] for a write of several entities (`write` returns their `id`s): the events
 /// of the entities written are appended, those of the others (say, refused by an
 /// `on conflict do nothing`) are not.
 pub fn with_events_of_written(write: &str, params: usize) -> String {
-    with_events_where(write, params, "where e.entity_id in (select id::text from written)")
+    with_events_where(write, params, "e.entity_id in (select id::text from written)")
 }
 
 fn with_events_where(write: &str, params: usize, condition: &str) -> String {
@@ -43,7 +43,8 @@ fn with_events_where(write: &str, params: usize, condition: &str) -> String {
 
 /// The outbox insert, its seven parameters numbered from `$first`, of the events for which
 /// `condition` holds. One round trip whatever the number of events; `with ordinality` keeps
-/// their order in ids.
+/// their order in ids. The transaction holds an xid before its first row takes an id (a
+/// filter evaluated before any row): the relay's floor relies on it (`muster_relay::floor`).
 fn insert_statement(first: usize, condition: &str) -> String {
     let p = |n: usize| format!("${}", first + n);
     format!(
@@ -51,7 +52,7 @@ fn insert_statement(first: usize, condition: &str) -> String {
          select e.event_id, e.tenant_id, e.routing_key, e.entity_id, e.version, e.envelope, e.traceparent
          from unnest({}::uuid[], {}::uuid[], {}::text[], {}::text[], {}::bigint[], {}::jsonb[], {}::text[])
               with ordinality as e(event_id, tenant_id, routing_key, entity_id, version, envelope, traceparent, n)
-         {condition} order by e.n",
+         where pg_current_xact_id() is not null and ({condition}) order by e.n",
         p(0),
         p(1),
         p(2),
