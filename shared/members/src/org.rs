@@ -12,7 +12,9 @@ const MAX_CHAIN: usize = 10_000;
 /// The stored manager of every member on the chains above `members` (each member's own
 /// included): enough to walk every one of those chains in memory ([`walk_up`]), read in one
 /// statement. Each link is read once however many chains share it (`union`), which also ends
-/// the read on a corrupted chain that loops.
+/// the read on a corrupted chain that loops. Every step is a key probe (a fenced lateral
+/// subquery): joined instead, a plan made before the company's links had statistics hashed all
+/// of them at each level (13 ms a read of 50 chains at 30,000 members, against 2).
 pub async fn links_above(
     executor: impl PgExecutor<'_>,
     tenant: Uuid,
@@ -27,8 +29,9 @@ pub async fn links_above(
                                  offset 0) n
            union
              select n.scim_user_id, n.manager_id from up
-             join hierarchy.links n on n.tenant_id = $1 and n.scim_user_id = up.manager_id
-             where n.manager_id is not null)
+             cross join lateral (select scim_user_id, manager_id from hierarchy.links
+                                 where tenant_id = $1 and scim_user_id = up.manager_id and manager_id is not null
+                                 offset 0) n)
          select id, manager_id from up",
     )
     .persistent(false)
