@@ -14,8 +14,8 @@
 //! - A broker outage only delays events: the relay reconnects with capped, jittered backoff
 //!   and resumes where the outbox stands. A crash between publish and record republishes what
 //!   was in flight: delivery is at least once, and consumers deduplicate by entity version.
-//! - When asked to (`burst_events_per_second`), it holds events back during a burst of SCIM
-//!   writes, each at most `burst_max_defer_ms`, and publishes them once the burst is over
+//! - It holds events back during a burst of SCIM writes (`burst_events_per_second`; 0 turns it
+//!   off), each at most `burst_max_defer_ms`, and publishes them once the burst is over
 //!   ([`burst`]).
 
 pub mod burst;
@@ -52,7 +52,7 @@ batch_size = 500
 batches_in_flight = 3
 idle_poll_ms = 50
 confirm_timeout_ms = 15000
-burst_events_per_second = 0
+burst_events_per_second = 200
 burst_quiet_ms = 2000
 burst_max_defer_ms = 60000
 "#;
@@ -82,7 +82,7 @@ pub struct RelayOptions {
     /// A batch whose confirms take longer is treated as a broker failure and retried.
     pub confirm_timeout_ms: u64,
     /// SCIM events a second (over one second) that make a burst, during which events are held
-    /// back; 0 (the default): never hold them.
+    /// back; 0: never hold them.
     pub burst_events_per_second: u64,
     /// A burst is over once the SCIM intake has stayed below the threshold this long.
     pub burst_quiet_ms: u64,
@@ -98,7 +98,7 @@ impl Default for RelayOptions {
             batches_in_flight: 3,
             idle_poll_ms: 50,
             confirm_timeout_ms: 15_000,
-            burst_events_per_second: 0,
+            burst_events_per_second: 200,
             burst_quiet_ms: 2_000,
             burst_max_defer_ms: 60_000,
         }
