@@ -70,6 +70,9 @@ const REPORT_DEPTH_EVERY: Duration = Duration::from_secs(60);
 /// long the relay sleeps while it holds everything back.
 const SAMPLE_INTAKE_EVERY: Duration = Duration::from_millis(250);
 
+/// Rows a sample of the intake counts at most (40,000 a second: a burst at any threshold).
+const SAMPLED_ROWS: i64 = 10_000;
+
 /// Tuning of the relay loop.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RelayOptions {
@@ -513,13 +516,18 @@ impl Relay {
 /// the relay publishes at once are deleted before a sample sees them: the publishing read
 /// counts those ([`burst::Intake::observe`]).
 async fn sample_intake(conn: &mut PgConnection, after: i64) -> sqlx::Result<(i64, u64)> {
-    // Not prepared: a plan made while the outbox was empty would scan it whole.
+    // Rows in id order, at most a bound of them (the next sample counts the rest): without it
+    // the count over `id > $1` was planned as a parallel scan of the whole outbox — every row
+    // of a sync held back, or, once published, every dead row until a vacuum — 70 ms a sample
+    // on average and 225 ms at worst, four times a second (36 s of PostgreSQL in a
+    // 100,000-user run, and lookups slower at rest: docs/performance.md, twelfth pass).
     let (max_id, scim_events): (i64, i64) = sqlx::query_as(
         "select coalesce(max(id), $1), count(*) filter (where routing_key like 'scim.%')
-         from scim.outbox where id > $1",
+         from (select id, routing_key from scim.outbox where id > $1 order by id limit $2) new",
     )
     .persistent(false)
     .bind(after)
+    .bind(SAMPLED_ROWS)
     .fetch_one(conn)
     .await?;
     Ok((max_id, scim_events.max(0) as u64))
