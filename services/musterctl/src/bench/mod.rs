@@ -217,6 +217,7 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
     };
     stop_sampling.cancel();
     let usage: Vec<(&'static str, system::Usage)> = services.iter().map(|s| (s.name, s.usage())).collect();
+    let exited: Vec<&str> = services.iter().filter(|s| s.has_exited()).map(|s| s.name).collect();
     for service in services {
         service.stop().await;
     }
@@ -259,6 +260,13 @@ pub async fn run(database: &DatabaseSettings, amqp: &AmqpSettings, args: BenchAr
         logs,
     };
     report.print(args.json);
+    if !exited.is_empty() {
+        bail!(
+            "{} exited during the run (logs in {}): these are not the system's figures",
+            exited.join(", "),
+            report.logs.display()
+        );
+    }
     if args.hold_relay && held_outbox.unwrap_or(0) < i64::try_from(report.users_created).unwrap_or(i64::MAX) {
         // Every created user left an event behind a held relay: fewer means it was not held.
         bail!("the relay published while it was held ({held_outbox:?} events waiting at the last write)");

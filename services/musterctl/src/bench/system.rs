@@ -41,9 +41,13 @@ pub struct Usage {
     pub cpu_seconds: f64,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+/// `count` distinct free ports: each listener is held until all are chosen, or the system may
+/// hand the same port out twice (it did: two services on one port, the second exiting at its
+/// start while the first answered for it).
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners =
+        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<std::io::Result<Vec<_>>>()?)
 }
 
 /// Where the service binaries are: beside this executable, unless given.
@@ -73,8 +77,7 @@ pub async fn start(
 ) -> anyhow::Result<Vec<Service>> {
     std::fs::create_dir_all(logs)?;
     let mut services = Vec::new();
-    for name in SERVICES {
-        let port = free_port()?;
+    for (name, port) in SERVICES.into_iter().zip(free_ports(SERVICES.len())?) {
         let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
         let child = Command::new(dir.join(name))
             .env("DATABASE_URL", database_url)
@@ -120,6 +123,14 @@ impl Service {
         let url = format!("http://127.0.0.1:{}/metrics", self.port);
         let text = reqwest::get(url).await.ok()?.text().await.ok()?;
         text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Whether the process has ended (a zombie not yet reaped, or gone).
+    pub fn has_exited(&self) -> bool {
+        let Some(pid) = self.child.id() else { return true };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which may hold spaces.
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_none_or(|state| state == "Z")
     }
 
     /// Peak RSS (VmHWM) and CPU time so far.
@@ -248,4 +259,35 @@ pub fn sample_depths(
         let _ = connection.close(200, "sampled".into()).await;
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn the_ports_chosen_for_the_services_are_distinct() {
+        let ports = free_ports(SERVICES.len()).unwrap();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), SERVICES.len(), "{ports:?}");
+    }
+
+    #[tokio::test]
+    async fn a_service_whose_process_ended_is_seen_to_have_exited() {
+        let running = Command::new("sleep").arg("30").kill_on_drop(true).spawn().unwrap();
+        let service = Service { name: "sleep", port: 0, child: running };
+        assert!(!service.has_exited());
+        let ended = Command::new("true").spawn().unwrap();
+        let service = Service { name: "true", port: 0, child: ended };
+        // Not reaped: a zombie until waited for, as a crashed service is during a run.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !service.has_exited() {
+            assert!(Instant::now() < deadline, "`true` did not end within 5 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
