@@ -3,8 +3,8 @@
 //! defers publishing, so that the ingress, PostgreSQL and RabbitMQ do not share the box with
 //! every worker at once. On two cores the workers, their PostgreSQL sessions and the broker took
 //! about twice the ingress's share of the CPU during a sync. Holding the events back answered a
-//! 100,000-user sync 3.4 times as fast (69 % of the box's commit rate against 18 %) and had
-//! everyone provisioned sooner after Entra's first request (150 s against 214 s), 91 s after its
+//! 100,000-user sync 3.2 times as fast (73 % of the box's commit rate against 19.5 %) and had
+//! everyone provisioned sooner after Entra's first request (147 s against 189 s), 90 s after its
 //! last (docs/performance.md, twelfth pass); an off default cost Entra's rate on every single
 //! box for the benefit of none. Below the threshold (Entra's incremental cycles, a few changes
 //! a second) nothing waits. Workers only ever act on an entity's latest state, so events
