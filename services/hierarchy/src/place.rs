@@ -1,7 +1,7 @@
 //! A batch of one company's member events: refresh those members' nodes (keys and
-//! references), then re-resolve them and every member their change can affect — those whose
-//! references name their old or new keys (indexed lookups, never a rescan), and refused cycles
-//! whose path a moved link is on.
+//! references, `hierarchy.nodes`), then re-resolve their links (`hierarchy.links`) and those of
+//! every member their change can affect — those whose references name their old or new keys
+//! (indexed lookups, never a rescan), and refused cycles whose path a moved link is on.
 //!
 //! Resolution reads other members' links (chains for cycles, keys for matches), so a company's
 //! hierarchy is written by one transaction at a time (an advisory lock per tenant); companies
@@ -351,7 +351,7 @@ async fn resolve(
                                       offset 0) e
                       order by id limit 10) as by_name,
                 -- `offset 0`: a probe of the reports index, not the alternative of hashing every
-                -- node of the company, chosen when the company is missing from the statistics.
+                -- link of the company, chosen when the company is missing from the statistics.
                 exists(select 1 from hierarchy.links r where r.tenant_id = $1 and r.manager_id = w.scim_user_id
                        offset 0) as has_reports
          from unnest($2::uuid[]) as k(id)
